@@ -1,0 +1,83 @@
+"""Command-line glue for ``run.py``: choice checks before Hydra starts, one-line errors, the printed table."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from oodbench.errors import OodbenchError
+from oodbench.runner.main import result_path, run
+from oodbench.runner.provenance import stable_hash
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+GROUPS = ("id", "arch", "detector", "protocol", "ood", "experiment", "paths")
+PCT = ["fpr95", "auroc", "aupr_in", "aupr_out", "detection_error", "fpr95_oodpos"]
+log = logging.getLogger("oodbench")
+
+
+def check_choices(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
+    """Reject ``group=name`` overrides naming no config file, listing the choices, before Hydra's own error."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in GROUPS:
+            continue
+        choices = sorted(p.stem for p in (config_dir / key).glob("*.yaml"))
+        for name in value.strip("[]").split(","):
+            if name and name not in choices:
+                fail(f"unknown {key} {name!r}; choose from: {', '.join(choices)}")
+
+
+def fail(message: str) -> None:
+    print(f"oodbench: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def derive_run_name(cfg: DictConfig) -> str:
+    """Deterministic name of a run from what defines its numbers (so a sweep can skip finished cells)."""
+    det = OmegaConf.to_container(cfg.detector, resolve=True)
+    identity = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("id", "protocol", "ood")}
+    identity.update(detector=det, checkpoint=str(cfg.arch.checkpoint))
+    ckpt = Path(str(cfg.arch.checkpoint)).stem
+    return f"{cfg.id.name}-{ckpt}-{cfg.detector_name}-{cfg.protocol.name}-{stable_hash(identity, 8)}"
+
+
+def format_table(df: pd.DataFrame) -> str:
+    ok = df[df.status == "ok"].copy()
+    for c in PCT:
+        ok[c] = 100 * ok[c]
+    head = df.iloc[0]
+    lines = [
+        f"detector {head.detector} {ok.detector_params.iloc[0] if len(ok) else ''} | protocol {head.protocol}",
+        f"checkpoint {head.checkpoint} sha256 {head.checkpoint_sha256[:16]}… | arch {head.arch}",
+        f"ID {head.id_source}; accuracy {100 * head.id_acc:.2f}%" + (f" [{head.id_notes}]" if head.id_notes else ""),
+        f"git {head.git_commit} | {head.device} | {head.cache} | {head.run_seconds}s",
+        ok[["ood_dataset", "n_ood", *PCT]].to_string(index=False, float_format=lambda v: f"{v:.2f}"),
+    ]
+    lines += [f"not run: {r.ood_dataset}: {r.message}" for r in df[df.status != "ok"].itertuples()]
+    return "\n".join(lines)
+
+
+def main(cfg: DictConfig) -> None:
+    """The Hydra task: skip finished experiment cells, run, print; errors are one line."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        if cfg.run_name is None:
+            OmegaConf.set_struct(cfg, False)
+            cfg.run_name = derive_run_name(cfg)
+        done = result_path(cfg) if cfg.experiment else None
+        if done is not None and done.is_file():
+            print(f"skip {cfg.run_name}: result exists at {done}")
+            return
+        df = run(cfg)
+        print(format_table(df))
+    except OodbenchError as err:
+        if not multirun:
+            fail(str(err))
+        log.error("cell failed, sweep goes on: %s", err)
+        print(f"oodbench: cell failed: {err}", file=sys.stderr)

@@ -1,0 +1,72 @@
+"""Detector types, named by what they consume (pytorch-ood style), so one cached pass feeds all of them.
+
+* :class:`LogitDetector` scores from logits alone (MSP, Energy, MaxLogit, ODIN with ε = 0).
+* :class:`FeatureDetector` scores from penultimate features, with the classifier head at hand
+  (Mahalanobis, KNN, ViM, and activation shaping — ASH, ReAct, DICE — composed with any logit score).
+* :class:`ModelDetector` needs the network itself, e.g. gradients w.r.t. the input (ODIN with ε > 0).
+
+Convention: a score is higher for more in-distribution inputs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class FitData:
+    """What a detector may fit on: ID training representations (features, labels, logits) and the head."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    logits: torch.Tensor
+    head: nn.Module
+    source: str
+
+
+class Detector(ABC):
+    """Common interface. ``consumes`` tells the runner what to hand over; ``needs_fit`` whether to call fit."""
+
+    consumes: ClassVar[str]
+    needs_fit: ClassVar[bool] = False
+
+    def fit(self, data: FitData) -> None:  # noqa: B027 - optional hook
+        """Fit on ID training data (no-op for methods that need none)."""
+
+    @property
+    def params(self) -> dict:
+        """Hyper-parameters that define this detector (recorded in every result row)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+class LogitDetector(Detector):
+    consumes = "logits"
+
+    @abstractmethod
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, C) logits → (N,) scores."""
+
+
+class FeatureDetector(Detector):
+    consumes = "features"
+
+    @abstractmethod
+    def score_features(self, features: torch.Tensor, head: nn.Module) -> torch.Tensor:
+        """(N, D) penultimate features (and the classifier head) → (N,) scores."""
+
+
+class ModelDetector(Detector):
+    consumes = "model"
+
+    @abstractmethod
+    def score_batch(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """A batch of pixels in [0, 1] → (N,) scores; may use input gradients."""

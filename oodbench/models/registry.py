@@ -1,0 +1,202 @@
+"""Known architectures and checkpoints, and :func:`load_classifier` that turns either into a model.
+
+Checkpoint files live in the weights directory (``oodbench.paths.resolve("weights")``: ``OODBENCH_WEIGHTS``
+or ``../shared/weights``) under the registry's ``filename``; a checkpoint of your own is loaded with
+``load_classifier(None, path=..., arch=..., mean=..., std=...)`` or, if it was written by oodbench's
+trainer as ``{'state_dict': ..., 'meta': {'arch', 'num_classes', 'mean', 'std'}}``, with just ``path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from ..errors import CheckpointError
+from ..paths import resolve
+from .base import OODNet
+from .densenet import DenseNet3
+from .legacy import read_state_dict
+from .normalized import Classifier
+from .wrn import WideResNet
+
+ARCHS: dict[str, Callable[[int], OODNet]] = {
+    "densenet100": lambda num_classes: DenseNet3(100, num_classes),
+    "wrn40_2": lambda num_classes: WideResNet(40, num_classes, widen_factor=2),
+}
+
+Triple = tuple[float, float, float]
+NORMALIZATIONS: dict[str, tuple[Triple, Triple]] = {
+    # ODIN / Mahalanobis / Outlier Exposure / Energy: the classic CIFAR statistics in 0..255 units.
+    "odin": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
+    # DICE (and the kuangliu CIFAR recipe): note the std is not the true per-pixel std.
+    "dice": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+}
+_ODIN, _DICE = NORMALIZATIONS["odin"], NORMALIZATIONS["dice"]
+_DICE_RAW = "https://github.com/deeplearning-wisc/dice/raw/ca6c275c5e1948858a911ea40924d6d5c412aac2/checkpoints"
+_ENERGY_RAW = "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained"
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """A published checkpoint: where it comes from, how to check it, and how to build its network."""
+
+    name: str
+    filename: str
+    sha256: str | None
+    arch: str
+    num_classes: int
+    mean: Triple
+    std: Triple
+    fmt: str
+    id_dataset: str
+    source: str
+    url: str
+    note: str = ""
+
+
+CHECKPOINTS: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
+    CheckpointSpec("odin_densenet10", "odin_densenet10.pth",
+                   "3211ffc3f6107d0605b5914d58fd352318b7af6464e99eb875b88e5c38fdcb31",
+                   "densenet100", 10, *_ODIN, "legacy_module", "cifar10",
+                   "ODIN (Liang et al. 2018), github.com/facebookresearch/odin; = Mahalanobis densenet_cifar10.pth",
+                   "https://www.dropbox.com/s/wr4kjintq1tmorr/densenet10.pth.tar.gz",
+                   "extract densenet10.pth from the archive and rename it"),
+    CheckpointSpec("odin_densenet100", "odin_densenet100.pth",
+                   "cc65b9aa2b58a73ea50280eb5db875341c7300ef29aed6b56fc140f3e2c66d25",
+                   "densenet100", 100, *_ODIN, "legacy_module", "cifar100",
+                   "ODIN (Liang et al. 2018), github.com/facebookresearch/odin; = Mahalanobis densenet_cifar100.pth",
+                   "https://www.dropbox.com/s/vxuv11jjg8bw2v9/densenet100.pth.tar.gz",
+                   "extract densenet100.pth from the archive and rename it"),
+    CheckpointSpec("dice_densenet_cifar10", "dice_cifar10_densenet_checkpoint_100.pth.tar",
+                   "deaefd082911a1c6c92aacdcfecf03c71b932acc5c08b779c85c44eccdc0c817",
+                   "densenet100", 10, *_DICE, "checkpoint_dict", "cifar10",
+                   "DICE (Sun & Li, ECCV 2022), github.com/deeplearning-wisc/dice @ ca6c275c",
+                   f"{_DICE_RAW}/CIFAR-10/densenet/checkpoint_100.pth.tar", "rename checkpoint_100.pth.tar"),
+    CheckpointSpec("dice_densenet_cifar100", "dice_cifar100_densenet_checkpoint_100.pth.tar",
+                   "56cbe261c2612976e11aedcbd60ba00766e8c01c78f96c3f18ff561ead804d47",
+                   "densenet100", 100, *_DICE, "checkpoint_dict", "cifar100",
+                   "DICE (Sun & Li, ECCV 2022), github.com/deeplearning-wisc/dice @ ca6c275c",
+                   f"{_DICE_RAW}/CIFAR-100/densenet/checkpoint_100.pth.tar", "rename checkpoint_100.pth.tar"),
+    CheckpointSpec("mahalanobis_densenet_svhn", "mahalanobis_densenet_svhn.pth",
+                   "a10b4ada687f514bb1ac1544738d4b11a28167b82f444c3765854ba88d6c84e4",
+                   "densenet100", 10, *_ODIN, "legacy_state_dict", "svhn",
+                   "Mahalanobis (Lee et al. 2018), github.com/pokaxpoka/deep_Mahalanobis_detector",
+                   "https://www.dropbox.com/s/9ol1h2tb3xjdpp1/densenet_svhn.pth", "rename densenet_svhn.pth"),
+    CheckpointSpec("energy_wrn40_2_cifar10", "cifar10_wrn_pretrained_epoch_99.pt", None,
+                   "wrn40_2", 10, *_ODIN, "state_dict", "cifar10",
+                   "Energy OOD (Liu et al. 2020), github.com/wetliu/energy_ood; WRN-40-2 of "
+                   "github.com/hendrycks/outlier-exposure", f"{_ENERGY_RAW}/cifar10_wrn_pretrained_epoch_99.pt"),
+    CheckpointSpec("energy_wrn40_2_cifar100", "cifar100_wrn_pretrained_epoch_99.pt", None,
+                   "wrn40_2", 100, *_ODIN, "state_dict", "cifar100",
+                   "Energy OOD (Liu et al. 2020), github.com/wetliu/energy_ood; WRN-40-2 of "
+                   "github.com/hendrycks/outlier-exposure", f"{_ENERGY_RAW}/cifar100_wrn_pretrained_epoch_99.pt"),
+)}
+
+
+def get_spec(name: str) -> CheckpointSpec:
+    """The registered checkpoint ``name``; raises :class:`CheckpointError` listing the choices."""
+    if name not in CHECKPOINTS:
+        raise CheckpointError(f"unknown checkpoint {name!r}; choose from {', '.join(sorted(CHECKPOINTS))} "
+                              "or pass path=... with arch=... for a file of your own")
+    return CHECKPOINTS[name]
+
+
+def build_arch(arch: str, num_classes: int) -> OODNet:
+    """An untrained network of a registered architecture."""
+    if arch not in ARCHS:
+        raise CheckpointError(f"unknown architecture {arch!r}; choose from {', '.join(sorted(ARCHS))}")
+    return ARCHS[arch](num_classes)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fit(net: OODNet, state: Mapping[str, Tensor], name: str, arch: str, num_classes: int) -> None:
+    """Load ``state`` strictly (BatchNorm ``num_batches_tracked`` may be absent) or raise a clear error."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {name} keys do not match arch {arch}: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]} (first 3 of {len(missing)} / {len(unexpected)}); "
+                              f"choose the right arch= from {', '.join(sorted(ARCHS))}")
+    head = state.get("fc.weight")
+    if head is not None and head.shape[0] != num_classes:
+        raise CheckpointError(f"checkpoint {name} has {head.shape[0]} output classes but arch {arch} was "
+                              f"asked with {num_classes}; pass num_classes={head.shape[0]}")
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in state.items()
+             if v.shape != expected[k].shape]
+    if wrong:
+        raise CheckpointError(f"checkpoint {name} tensor shapes do not match arch {arch}: {wrong[:3]}; "
+                              "it was trained with another width/depth")
+    net.load_state_dict(state, strict=False)
+
+
+def _pick(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def load_classifier(spec: CheckpointSpec | str | None, weights_dir: Path | None = None, *,
+                    path: Path | None = None, arch: str | None = None, num_classes: int | None = None,
+                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                    normalization: str | None = None, verify_sha256: bool = True,
+                    ) -> tuple[Classifier, dict[str, Any]]:
+    """Build, load and return ``(Classifier in eval mode, provenance)`` for a checkpoint.
+
+    ``spec`` is a registered name / spec (file ``weights_dir / spec.filename`` unless ``path`` is given),
+    or None / an unregistered name together with ``path``. ``arch``, ``num_classes``, ``mean``/``std``
+    (or ``normalization``, a key of :data:`NORMALIZATIONS`) override the spec or the file's ``meta``;
+    ``num_classes`` defaults to the size of the file's ``fc`` layer. Provenance: ``name, path, sha256,
+    arch, num_classes, mean, std, fmt``. Every failure is a one-line :class:`CheckpointError`.
+    """
+    if isinstance(spec, str) and (spec in CHECKPOINTS or path is None):
+        spec = get_spec(spec)
+    known = spec if isinstance(spec, CheckpointSpec) else None
+    if known is None and path is None:
+        raise CheckpointError("load_classifier needs a registered checkpoint name or path=...")
+    root = Path(weights_dir) if weights_dir is not None else resolve("weights")
+    file = Path(path) if path is not None else root / known.filename  # type: ignore[union-attr]
+    name = known.name if known else (spec if isinstance(spec, str) else file.stem)
+    if not file.is_file():
+        where = f"download from {known.url} ({known.note or 'keep its name'}) as {known.filename} and " \
+            if known else ""
+        raise CheckpointError(f"checkpoint {name} not found at {file}; {where}put it in {root} "
+                              "or set OODBENCH_WEIGHTS")
+    digest = sha256_of(file)
+    if known and known.sha256 and verify_sha256 and digest != known.sha256:
+        raise CheckpointError(f"checkpoint {name} at {file} has sha256 {digest[:12]}... but {known.sha256[:12]}... "
+                              f"is expected: the file is corrupt or another checkpoint; re-download it from "
+                              f"{known.url} (or pass verify_sha256=False to use it anyway)")
+    state, meta, fmt = read_state_dict(file)
+    if normalization is not None:
+        if normalization not in NORMALIZATIONS:
+            raise CheckpointError(f"unknown normalization {normalization!r}; choose from "
+                                  f"{', '.join(sorted(NORMALIZATIONS))} or give mean=/std=")
+        mean, std = _pick(mean, NORMALIZATIONS[normalization][0]), _pick(std, NORMALIZATIONS[normalization][1])
+    arch = _pick(arch, known and known.arch, meta.get("arch"))
+    head = state.get("fc.weight")
+    num_classes = _pick(num_classes, known and known.num_classes, meta.get("num_classes"),
+                        None if head is None else int(head.shape[0]))
+    mean = _pick(mean, known and known.mean, meta.get("mean"))
+    std = _pick(std, known and known.std, meta.get("std"))
+    if arch is None or num_classes is None or mean is None or std is None:
+        raise CheckpointError(f"checkpoint {name} ({file}) does not say its arch / class count / normalization; "
+                              "pass arch=..., num_classes=... and mean=/std= (or normalization=...)")
+    net = build_arch(arch, int(num_classes))
+    _fit(net, state, name, arch, int(num_classes))
+    model = Classifier(net, mean, std).eval()
+    provenance = {"name": name, "path": str(file), "sha256": digest, "arch": arch,
+                  "num_classes": int(num_classes), "mean": tuple(float(m) for m in mean),
+                  "std": tuple(float(s) for s in std), "fmt": fmt}
+    return model, provenance

@@ -1,0 +1,58 @@
+"""One batched pass of a classifier over an image set: logits and penultimate features."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from oodbench.data.base import ImageSet
+
+
+@dataclass
+class Representations:
+    """What one forward pass yields for a set, kept as float32 CPU tensors."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {"logits": self.logits.numpy(), "features": self.features.numpy()}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; otherwise whatever torch accepts (``cpu``, ``cuda:1``…)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def map_batches(
+    data: ImageSet, fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
+    device: torch.device, batch_size: int, desc: str,
+) -> list:
+    """Apply ``fn`` to every batch on ``device``; return the per-batch outputs moved to the CPU."""
+    out = []
+    total = (len(data) + batch_size - 1) // batch_size
+    for x in tqdm(data.batches(batch_size), total=total, desc=desc, leave=False, disable=None):
+        y = fn(x.to(device, non_blocking=True))
+        out.append(tuple(t.float().cpu() for t in y) if isinstance(y, tuple) else y.float().cpu())
+    return out
+
+
+@torch.no_grad()
+def extract(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 128) -> Representations:
+    """Penultimate features and logits (``head(features)``) in one pass."""
+
+    def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = model.features(x)
+        return model.head(feats), feats
+
+    parts = map_batches(data, step, device, batch_size, desc=f"forward {data.name}")
+    return Representations(
+        logits=torch.cat([p[0] for p in parts]), features=torch.cat([p[1] for p in parts])
+    )

@@ -1,0 +1,34 @@
+"""Resolve the ``arch`` config to a loaded, sha256-checked classifier on the run's device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from oodbench.errors import CheckpointError
+from oodbench.models.registry import CHECKPOINTS, load_classifier
+
+
+def load_model(arch: DictConfig, weights_dir: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """``arch.checkpoint`` is a registered name (see ``oodbench.models.registry``) or a file path."""
+    ckpt = str(arch.checkpoint)
+    if ckpt in CHECKPOINTS:
+        spec = CHECKPOINTS[ckpt]
+        if spec.arch != arch.name:
+            raise CheckpointError(
+                f"checkpoint {ckpt} is a {spec.arch}, but arch={arch.name} was asked; use arch={spec.arch} "
+                f"or a {arch.name} checkpoint"
+            )
+        model, prov = load_classifier(spec, weights_dir)
+    else:
+        path = Path(ckpt).expanduser()
+        if not path.is_absolute() and not path.exists():
+            path = weights_dir / path
+        model, prov = load_classifier(
+            None, weights_dir, path=path, arch=arch.name, normalization=arch.get("normalization")
+        )
+    return model.to(device), prov

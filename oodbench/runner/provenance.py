@@ -1,0 +1,55 @@
+"""Provenance every result row carries, and atomic CSV writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import oodbench
+from oodbench.data.files import atomic_write_bytes
+from oodbench.errors import OodbenchError
+from oodbench.paths import REPO_ROOT
+
+
+def git_commit() -> str:
+    """The repo's HEAD commit, with ``+dirty`` when tracked files are modified; ``unknown`` outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment(device: torch.device) -> dict[str, str]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {
+        "oodbench_version": oodbench.__version__,
+        "torch_version": torch.__version__,
+        "device": f"{device.type}:{name}",
+        "git_commit": git_commit(),
+    }
+
+
+def stable_hash(obj: object, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` atomically; a clear error if the directory is not writable."""
+    try:
+        atomic_write_bytes(Path(path), lambda tmp: df.to_csv(tmp, index=False, float_format="%.6g"))
+    except OSError as err:
+        raise OodbenchError(
+            f"cannot write results to {path} ({err.strerror}); set paths.results or OODBENCH_RESULTS to a writable dir"
+        ) from None
