@@ -51,6 +51,7 @@ def format_table(df: pd.DataFrame) -> str:
     ok = df[df.status == "ok"].copy()
     for c in PCT:
         ok[c] = 100 * ok[c]
+    ok["n_ood"] = ok["n_ood"].astype(int)
     head = df.iloc[0]
     lines = [
         f"detector {head.detector} {ok.detector_params.iloc[0] if len(ok) else ''} | protocol {head.protocol}",

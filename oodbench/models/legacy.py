@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import io
+import math
 import pickle
+import re
 import struct
 import zipfile
 from collections import OrderedDict
@@ -176,6 +178,8 @@ def _materialize(obj: Any) -> Any:
         data = obj.ref.storage.data
         if data is None:
             raise CheckpointError(f"legacy checkpoint lacks the bytes of storage {obj.ref.storage.key}")
+        if math.prod(obj.size) > data.numel():
+            raise CheckpointError(f"legacy checkpoint: tensor of size {obj.size} exceeds its storage")
         return torch.as_strided(data, obj.size, obj.stride, obj.ref.offset + obj.offset).clone()
     if isinstance(obj, _StubParameter):
         return _materialize(obj.data)
@@ -225,7 +229,7 @@ def load_legacy(path: Path) -> tuple[Any, bool]:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
@@ -257,6 +261,12 @@ def read_state_dict(path: Path) -> tuple[OrderedDict[str, Tensor], dict[str, Any
         obj, container = _load_any(path)
     except CheckpointError:
         raise
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise CheckpointError(f"cannot read checkpoint {path} ({_first_line(err)}); re-download it") from err
+        raise CheckpointError(f"checkpoint {path} pickles Python objects besides tensors (e.g. a whole model "
+                              "saved with torch.save(model)), which oodbench does not unpickle; save "
+                              "model.state_dict() instead") from err
     except Exception as err:
         raise CheckpointError(f"cannot read checkpoint {path} ({_first_line(err)}); the file is corrupt or "
                               "not a weights file: re-download it, or save model.state_dict()") from err

@@ -65,28 +65,28 @@ CHECKPOINTS: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
                    "densenet100", 10, *_ODIN, "legacy_module", "cifar10",
                    "ODIN (Liang et al. 2018), github.com/facebookresearch/odin; = Mahalanobis densenet_cifar10.pth",
                    "https://www.dropbox.com/s/wr4kjintq1tmorr/densenet10.pth.tar.gz",
-                   "extract densenet10.pth from the archive and rename it"),
+                   "extract densenet10.pth from the archive"),
     CheckpointSpec("odin_densenet100", "odin_densenet100.pth",
                    "cc65b9aa2b58a73ea50280eb5db875341c7300ef29aed6b56fc140f3e2c66d25",
                    "densenet100", 100, *_ODIN, "legacy_module", "cifar100",
                    "ODIN (Liang et al. 2018), github.com/facebookresearch/odin; = Mahalanobis densenet_cifar100.pth",
                    "https://www.dropbox.com/s/vxuv11jjg8bw2v9/densenet100.pth.tar.gz",
-                   "extract densenet100.pth from the archive and rename it"),
+                   "extract densenet100.pth from the archive"),
     CheckpointSpec("dice_densenet_cifar10", "dice_cifar10_densenet_checkpoint_100.pth.tar",
                    "deaefd082911a1c6c92aacdcfecf03c71b932acc5c08b779c85c44eccdc0c817",
                    "densenet100", 10, *_DICE, "checkpoint_dict", "cifar10",
                    "DICE (Sun & Li, ECCV 2022), github.com/deeplearning-wisc/dice @ ca6c275c",
-                   f"{_DICE_RAW}/CIFAR-10/densenet/checkpoint_100.pth.tar", "rename checkpoint_100.pth.tar"),
+                   f"{_DICE_RAW}/CIFAR-10/densenet/checkpoint_100.pth.tar"),
     CheckpointSpec("dice_densenet_cifar100", "dice_cifar100_densenet_checkpoint_100.pth.tar",
                    "56cbe261c2612976e11aedcbd60ba00766e8c01c78f96c3f18ff561ead804d47",
                    "densenet100", 100, *_DICE, "checkpoint_dict", "cifar100",
                    "DICE (Sun & Li, ECCV 2022), github.com/deeplearning-wisc/dice @ ca6c275c",
-                   f"{_DICE_RAW}/CIFAR-100/densenet/checkpoint_100.pth.tar", "rename checkpoint_100.pth.tar"),
+                   f"{_DICE_RAW}/CIFAR-100/densenet/checkpoint_100.pth.tar"),
     CheckpointSpec("mahalanobis_densenet_svhn", "mahalanobis_densenet_svhn.pth",
                    "a10b4ada687f514bb1ac1544738d4b11a28167b82f444c3765854ba88d6c84e4",
                    "densenet100", 10, *_ODIN, "legacy_state_dict", "svhn",
                    "Mahalanobis (Lee et al. 2018), github.com/pokaxpoka/deep_Mahalanobis_detector",
-                   "https://www.dropbox.com/s/9ol1h2tb3xjdpp1/densenet_svhn.pth", "rename densenet_svhn.pth"),
+                   "https://www.dropbox.com/s/9ol1h2tb3xjdpp1/densenet_svhn.pth"),
     CheckpointSpec("energy_wrn40_2_cifar10", "cifar10_wrn_pretrained_epoch_99.pt", None,
                    "wrn40_2", 10, *_ODIN, "state_dict", "cifar10",
                    "Energy OOD (Liu et al. 2020), github.com/wetliu/energy_ood; WRN-40-2 of "
@@ -168,11 +168,12 @@ def load_classifier(spec: CheckpointSpec | str | None, weights_dir: Path | None 
     root = Path(weights_dir) if weights_dir is not None else resolve("weights")
     file = Path(path) if path is not None else root / known.filename  # type: ignore[union-attr]
     name = known.name if known else (spec if isinstance(spec, str) else file.stem)
+    if not file.is_file() and known is None:
+        raise CheckpointError(f"checkpoint {name} not found at {file}; check the path")
     if not file.is_file():
-        where = f"download from {known.url} ({known.note or 'keep its name'}) as {known.filename} and " \
-            if known else ""
-        raise CheckpointError(f"checkpoint {name} not found at {file}; {where}put it in {root} "
-                              "or set OODBENCH_WEIGHTS")
+        how = f" ({known.note})" if known.note else ""
+        raise CheckpointError(f"checkpoint {name} not found at {file}; download it from {known.url}{how}, "
+                              f"save it as {known.filename} in {root} or set OODBENCH_WEIGHTS to its folder")
     digest = sha256_of(file)
     if known and known.sha256 and verify_sha256 and digest != known.sha256:
         raise CheckpointError(f"checkpoint {name} at {file} has sha256 {digest[:12]}... but {known.sha256[:12]}... "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -18,7 +19,11 @@ from oodbench.paths import REPO_ROOT
 
 
 def git_commit() -> str:
-    """The repo's HEAD commit, with ``+dirty`` when tracked files are modified; ``unknown`` outside git."""
+    """The repo's HEAD commit, with ``+dirty`` when tracked files are modified.
+
+    Outside a git checkout (e.g. a copy of the tree on a GPU machine) ``OODBENCH_GIT_COMMIT`` says it, else
+    ``unknown``.
+    """
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
@@ -28,7 +33,7 @@ def git_commit() -> str:
         ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("OODBENCH_GIT_COMMIT", "unknown")
 
 
 def environment(device: torch.device) -> dict[str, str]:
