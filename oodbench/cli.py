@@ -71,7 +71,7 @@ def main(cfg: DictConfig) -> None:
         if cfg.run_name is None:
             OmegaConf.set_struct(cfg, False)
             cfg.run_name = derive_run_name(cfg)
-        done = result_path(cfg) if cfg.experiment else None
+        done = result_path(cfg) if cfg.result_set else None
         if done is not None and done.is_file():
             print(f"skip {cfg.run_name}: result exists at {done}")
             return

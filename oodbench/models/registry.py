@@ -27,6 +27,7 @@ from .wrn import WideResNet
 ARCHS: dict[str, Callable[[int], OODNet]] = {
     "densenet100": lambda num_classes: DenseNet3(100, num_classes),
     "wrn40_2": lambda num_classes: WideResNet(40, num_classes, widen_factor=2),
+    "densenet100_mcd": lambda n: __import__("oodbench.train.mcd_model", fromlist=["_"]).densenet100_mcd(n),
 }
 
 Triple = tuple[float, float, float]

@@ -141,7 +141,7 @@ def _base_row(cfg: DictConfig, s: Session, id_set: ImageSet, id_acc: float | Non
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
     return {
-        "experiment": cfg.experiment or "",
+        "experiment": cfg.result_set or "",
         "run_name": cfg.run_name,
         "id_dataset": cfg.id.name,
         "arch": cfg.arch.name,
@@ -164,9 +164,9 @@ def _store(cfg: DictConfig, df: pd.DataFrame, scores: dict[str, np.ndarray]) -> 
     out = Path.cwd()
     write_csv(df, out / "metrics.csv")
     atomic_savez(out / "scores.npz", **scores)
-    if cfg.experiment:
+    if cfg.result_set:
         write_csv(df, result_path(cfg))
 
 
 def result_path(cfg: DictConfig) -> Path:
-    return resolve("results", cfg.paths.get("results")) / "runs" / cfg.experiment / f"{cfg.run_name}.csv"
+    return resolve("results", cfg.paths.get("results")) / "runs" / cfg.result_set / f"{cfg.run_name}.csv"

@@ -1,0 +1,214 @@
+"""Feature-space distances: Mahalanobis (penultimate, and the noisy multi-layer ensemble), KNN, ViM."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from oodbench.detectors.base import FeatureDetector, FitData, ModelDetector
+from oodbench.detectors.shaping import Head, linear_params
+from oodbench.errors import OodbenchError
+
+log = logging.getLogger("oodbench")
+RCOND = 1e-10  # eigenvalues below RCOND·max make the covariance singular / ill-conditioned
+RIDGE = 1e-6  # then Σ + λI with λ = RIDGE · tr(Σ)/D
+
+
+def tied_gaussian(feats: Tensor, labels: Tensor, what: str = "Mahalanobis") -> tuple[Tensor, Tensor]:
+    """Class means (C, D) and a whitening matrix A (D, D) with A Aᵀ = Σ⁻¹ of the tied (shared) covariance
+    Σ = 1/N Σ_i (f_i − μ_{y_i})(f_i − μ_{y_i})ᵀ, in float64. A singular or ill-conditioned Σ is regularized
+    to Σ + λI (λ = 1e-6 · mean eigenvalue), with a warning."""
+    f, y = feats.double(), labels.to(feats.device).long()
+    classes, inverse = torch.unique(y, return_inverse=True)
+    means = torch.zeros(len(classes), f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, inverse, f)
+    means /= torch.bincount(inverse, minlength=len(classes))[:, None]
+    centered = f - means[inverse]
+    evals, evecs = torch.linalg.eigh(centered.T @ centered / len(f))
+    top = float(evals.max())
+    if top <= 0:
+        raise OodbenchError(f"{what}: the ID-train features do not vary within classes; cannot fit a covariance")
+    if float(evals.min()) <= RCOND * top:
+        lam = RIDGE * float(evals.clamp_min(0).mean())
+        msg = (f"{what}: tied covariance of {len(f)} features ({f.shape[1]}-d) is singular or ill-conditioned "
+               f"(eigenvalues {float(evals.min()):.2e}..{top:.2e}); regularized to Σ + {lam:.2e}·I")
+        log.warning(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        evals = evals.clamp_min(0) + lam
+    return means, evecs / evals.sqrt()
+
+
+def max_neg_distance(feats: Tensor, means: Tensor, whiten: Tensor) -> Tensor:
+    """max_c −(f − μ_c)ᵀ Σ⁻¹ (f − μ_c) for each row f, in float64."""
+    z, m = feats.double() @ whiten, means @ whiten
+    d = (z * z).sum(1, keepdim=True) - 2 * z @ m.T + (m * m).sum(1)[None, :]
+    return -d.clamp_min(0).min(dim=1).values
+
+
+class Mahalanobis(FeatureDetector):
+    """Mahalanobis score (Lee et al., NeurIPS 2018, Eq. 1-2) on penultimate features, without input noise:
+    class means μ_c and one tied covariance Σ from ID-train; M(x) = max_c −(f(x) − μ_c)ᵀ Σ⁻¹ (f(x) − μ_c)."""
+
+    needs_fit = True
+
+    def fit(self, data: FitData) -> None:
+        self._means, self._whiten = tied_gaussian(data.features, data.labels)
+
+    def score_features(self, features: Tensor, head: Head) -> Tensor:
+        if not hasattr(self, "_means"):
+            raise OodbenchError("Mahalanobis must be fit on ID training features before scoring (call fit)")
+        return max_neg_distance(features.to(self._means.device), self._means, self._whiten)
+
+
+class MahalanobisEnsemble(ModelDetector):
+    """Mahalanobis with input preprocessing and a feature ensemble (Lee et al., NeurIPS 2018, Eq. 2, Eq. 4,
+    Alg. 1). Per layer l: pooled features f_l(x) = mean over H, W of ``model.feature_maps``; tied Gaussian
+    (μ_{l,c}, Σ_l) from ID-train (:meth:`fit_layers`); x̃ = x + ε·sign(∇ₓ M_l(x)), i.e. minus ε·sign of the
+    gradient of the closest class's distance (the step that raises the confidence score; taken in pixel
+    space, which equals the official code's ε/std step after normalization; not clipped to [0, 1]);
+    M_l(x̃) = max_c −(f_l(x̃) − μ_{l,c})ᵀ Σ_l⁻¹ (·). Score = Σ_l α_l M_l(x̃) + β, with (α, β) from a logistic
+    regression of ID (1) vs OOD (0) validation layer scores (:meth:`fit_weights`; the decision function,
+    a monotone map of the official ``predict_proba``), or passed in as ``layer_weights`` / ``bias``."""
+
+    def __init__(self, epsilon: float = 0.0014, layers: Sequence[str] | None = None,
+                 layer_weights: Sequence[float] | None = None, bias: float = 0.0) -> None:
+        if epsilon < 0:
+            raise OodbenchError(f"MahalanobisEnsemble epsilon must be >= 0, got {epsilon}")
+        self.epsilon, self.bias = float(epsilon), float(bias)
+        self.layers = list(layers) if layers is not None else None
+        self.layer_weights = [float(a) for a in layer_weights] if layer_weights is not None else None
+        self._gauss: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def _pooled(self, model: nn.Module, x: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        return {k: v.mean(dim=(2, 3)) for k, v in model.feature_maps(x, list(layers)).items()}
+
+    def fit_layers(self, model: nn.Module, images: Tensor | Iterable, labels: Tensor | None = None,
+                   batch_size: int = 128) -> None:
+        """Per-layer class means and tied covariance from ID-train pixels in [0, 1]: ``images`` is an
+        (N, 3, H, W) tensor with ``labels`` (N,), or an iterable of (x, y) batches (e.g. a DataLoader)."""
+        layers = self.layers or list(model.feature_map_names)
+        if isinstance(images, Tensor):
+            if labels is None or len(labels) != len(images):
+                raise OodbenchError("fit_layers needs one label per image")
+            images = zip(images.split(batch_size), labels.split(batch_size))
+        device = next(model.parameters()).device
+        feats: dict[str, list[Tensor]] = {k: [] for k in layers}
+        ys = []
+        with torch.no_grad():
+            for x, y in images:
+                for k, v in self._pooled(model, x.to(device), layers).items():
+                    feats[k].append(v.double())
+                ys.append(torch.as_tensor(y).to(device))
+        y = torch.cat(ys)
+        self._gauss = {k: tied_gaussian(torch.cat(v), y, f"MahalanobisEnsemble layer {k}") for k, v in feats.items()}
+
+    def layer_scores(self, model: nn.Module, x: Tensor) -> Tensor:
+        """(N, L) float64 per-layer scores M_l(x̃), x̃ perturbed separately for each layer."""
+        if not self._gauss:
+            raise OodbenchError("MahalanobisEnsemble needs fit_layers(model, images, labels) before scoring")
+        names = list(self._gauss)
+        if self.epsilon == 0:
+            with torch.no_grad():
+                pooled = self._pooled(model, x, names)
+            return torch.stack([max_neg_distance(pooled[k], *self._gauss[k]) for k in names], dim=1)
+        cols = []
+        for k in names:
+            with torch.enable_grad():
+                xg = x.detach().clone().requires_grad_(True)
+                m = max_neg_distance(self._pooled(model, xg, [k])[k], *self._gauss[k])
+                (grad,) = torch.autograd.grad(m.sum(), xg)
+            with torch.no_grad():
+                x_tilde = x.detach() + self.epsilon * grad.sign()
+                cols.append(max_neg_distance(self._pooled(model, x_tilde, [k])[k], *self._gauss[k]))
+        return torch.stack(cols, dim=1)
+
+    def fit_weights(self, id_val_layer_scores: Tensor | np.ndarray,
+                    ood_val_layer_scores: Tensor | np.ndarray, seed: int = 0) -> np.ndarray:
+        """Logistic regression (sklearn ``LogisticRegressionCV``, 5-fold, as the official code) of ID = 1 vs
+        OOD = 0 on (N, L) validation layer scores (from :meth:`layer_scores`), fit on standardized columns
+        and mapped back; sets ``layer_weights`` (α) and ``bias`` (β) and returns α."""
+        from sklearn.linear_model import LogisticRegressionCV
+
+        s_id, s_ood = np.asarray(id_val_layer_scores, np.float64), np.asarray(ood_val_layer_scores, np.float64)
+        x = np.concatenate([s_id, s_ood])
+        y = np.r_[np.ones(len(s_id)), np.zeros(len(s_ood))]
+        mu, sd = x.mean(0), x.std(0) + 1e-12
+        lr = LogisticRegressionCV(cv=5, max_iter=5000, random_state=seed).fit((x - mu) / sd, y)
+        alpha = lr.coef_[0] / sd
+        self.layer_weights, self.bias = alpha.tolist(), float(lr.intercept_[0] - (alpha * mu).sum())
+        return alpha
+
+    def score_batch(self, model: nn.Module, x: Tensor) -> Tensor:
+        if self.layer_weights is None:
+            raise OodbenchError("MahalanobisEnsemble needs layer weights: call fit_weights(id_val, ood_val) "
+                                "with validation layer scores, or pass layer_weights")
+        s = self.layer_scores(model, x)
+        if s.shape[1] != len(self.layer_weights):
+            raise OodbenchError(f"{len(self.layer_weights)} layer weights for {s.shape[1]} layers")
+        return s @ torch.tensor(self.layer_weights, dtype=s.dtype, device=s.device) + self.bias
+
+
+class KNN(FeatureDetector):
+    """Deep nearest neighbours (Sun et al., ICML 2022, Sec. 3): z = f/‖f‖ for ID-train and test features;
+    score = −‖z − z_(k)‖, the (negated) distance to the k-th nearest normalized ID-train feature."""
+
+    needs_fit = True
+
+    def __init__(self, k: int = 50, chunk: int = 1024) -> None:
+        if k < 1:
+            raise OodbenchError(f"KNN k must be >= 1, got {k}")
+        self.k, self._chunk = int(k), int(chunk)
+
+    def fit(self, data: FitData) -> None:
+        if len(data.features) < self.k:
+            raise OodbenchError(f"KNN k={self.k} exceeds the {len(data.features)} ID-train features; lower k")
+        self._bank = F.normalize(data.features.float(), dim=1)
+
+    def score_features(self, features: Tensor, head: Head) -> Tensor:
+        if not hasattr(self, "_bank"):
+            raise OodbenchError("KNN must be fit on ID training features before scoring (call fit)")
+        bank = self._bank.to(features.device)
+        parts = [torch.cdist(F.normalize(c.float(), dim=1), bank).topk(self.k, dim=1, largest=False).values[:, -1]
+                 for c in features.split(self._chunk)]
+        return -torch.cat(parts).double()
+
+
+class ViM(FeatureDetector):
+    """Virtual-logit Matching (Wang et al., CVPR 2022, Eq. 4-8): origin u = −W⁺b; principal space of the
+    ID-train (f − u) from the eigenvectors of their uncentered second moment (as the official code);
+    residual r(f) = ‖P⊥(f − u)‖; α = mean max-logit / mean residual on ID-train; score = logsumexp(logits)
+    − α·r(f). ``dim`` = D of the principal space; None picks the official code's 1000 for ≥ 2048-d features,
+    512 for ≥ 768-d, and (not in the paper) D/2 below that, e.g. 171 for DenseNet-BC-100's 342-d."""
+
+    needs_fit = True
+
+    def __init__(self, dim: int | None = None) -> None:
+        self.dim = dim
+
+    def principal_dim(self, n: int) -> int:
+        d = self.dim if self.dim is not None else (1000 if n >= 2048 else 512 if n >= 768 else n // 2)
+        if not 0 < d < n:
+            raise OodbenchError(f"ViM dim must be between 1 and {n - 1} for {n}-d features, got {d}")
+        return d
+
+    def fit(self, data: FitData) -> None:
+        f = data.features.double()
+        w, b = (t.double().to(f.device) for t in linear_params(data.head, f.shape[1]))
+        self._u = -torch.linalg.pinv(w) @ b
+        x = f - self._u
+        evals, evecs = torch.linalg.eigh(x.T @ x / len(x))
+        self._ns = evecs[:, evals.argsort(descending=True)[self.principal_dim(f.shape[1]):]]
+        self._alpha = float((f @ w.T + b).max(1).values.mean() / (x @ self._ns).norm(dim=1).mean())
+
+    def score_features(self, features: Tensor, head: Head) -> Tensor:
+        if not hasattr(self, "_ns"):
+            raise OodbenchError("ViM must be fit on ID training features before scoring (call fit)")
+        f = features.double().to(self._u.device)
+        w, b = (t.double().to(f.device) for t in linear_params(head, f.shape[1]))
+        residual = ((f - self._u) @ self._ns).norm(dim=1)
+        return torch.logsumexp(f @ w.T + b, dim=1) - self._alpha * residual

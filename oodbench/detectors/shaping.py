@@ -1,0 +1,194 @@
+"""Activation shaping composed with any logit score (ASH, ReAct, DICE).
+
+Each detector reshapes the penultimate features (or the last layer's weights), recomputes the logits and
+hands them to ``score`` (any :class:`LogitDetector`; Energy by default, as in the three papers), so e.g.
+``ASH(variant="s", p=90, score=MSP())`` is ASH-S followed by the maximum softmax probability.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from oodbench.detectors.base import FeatureDetector, FitData, LogitDetector
+from oodbench.detectors.logit_scores import Energy
+from oodbench.errors import OodbenchError
+from oodbench.paths import resolve
+
+Head = Callable[[Tensor], Tensor]
+
+
+def _find_linear(head: Head) -> nn.Linear | None:
+    owner = getattr(head, "__self__", head)  # a bound ``Classifier.head`` / ``OODNet.head`` → its module
+    for cand in (owner, getattr(owner, "fc", None), getattr(getattr(owner, "net", None), "fc", None)):
+        if isinstance(cand, nn.Linear):
+            return cand
+    return None
+
+
+def linear_params(head: Head, dim: int) -> tuple[Tensor, Tensor]:
+    """(W, b) of an affine head, logits = f Wᵀ + b: read from its ``nn.Linear`` when one is found, else probed
+    with the unit vectors. Either way checked against ``head`` on random inputs (OodbenchError if not affine)."""
+    lin = _find_linear(head)
+    with torch.no_grad():
+        if lin is not None:
+            w = lin.weight.detach()
+            b = lin.bias.detach() if lin.bias is not None else torch.zeros(w.shape[0], device=w.device)
+        else:
+            b = head(torch.zeros(1, dim))[0]
+            w = (head(torch.eye(dim)) - b).T.contiguous()
+        x = torch.rand(4, dim, generator=torch.Generator().manual_seed(0)).to(w.device, w.dtype)
+        if w.shape[1] != dim or not torch.allclose(head(x), x @ w.T + b, rtol=1e-4, atol=1e-4):
+            raise OodbenchError(f"this detector needs a linear classifier head on {dim}-d features; the model's "
+                                "head is not one (or does not take features of that size)")
+    return w, b
+
+
+class Shaped(FeatureDetector):
+    """Base of the shaping detectors: ``score_features(f, head) = score.score_logits(logits(f, head))`` with
+    ``logits(f, head) = head(shape(f))``; subclasses override :meth:`shape` (or :meth:`logits`)."""
+
+    def __init__(self, score: LogitDetector | None = None) -> None:
+        self.score = score if score is not None else Energy()
+
+    def shape(self, features: Tensor) -> Tensor:
+        return features
+
+    def logits(self, features: Tensor, head: Head) -> Tensor:
+        return head(self.shape(features))
+
+    def score_features(self, features: Tensor, head: Head) -> Tensor:
+        return self.score.score_logits(self.logits(features, head))
+
+    @property
+    def softmax_score(self) -> bool:  # read by the ODIN-grid metrics: a softmax score needs its own grid
+        return bool(getattr(self.score, "softmax_score", False))
+
+    @property
+    def temperature(self) -> float:
+        return float(getattr(self.score, "temperature", 1.0))
+
+    @property
+    def params(self) -> dict:
+        return {**super().params, "score": repr(self.score)}
+
+
+def _check_percent(name: str, value: float) -> float:
+    if not 0 < value < 100:
+        raise OodbenchError(f"{name} must be a percentile strictly between 0 and 100, got {value}")
+    return float(value)
+
+
+class ASH(Shaped):
+    """Activation SHaping (Djurisic et al., ICLR 2023, Alg. 1-3 and ASH-RAND), per sample on the penultimate
+    vector a (non-negative, post-ReLU): keep the k largest entries, k = D − round(D·p/100) as in the paper's
+    code (exactly k are kept; among values tied at the threshold, ``torch.topk`` decides), zero the rest.
+    ASH-P keeps them as they are; ASH-B sets each to s1/k (s1 = Σa before pruning); ASH-S multiplies them
+    by exp(s1/s2) (s2 = Σ after pruning; factor 1 when s2 = 0); ASH-RAND replaces them by U(0, 10) draws
+    from a generator seeded with ``seed`` at every call. The paper shapes the pre-pooling map of ImageNet
+    ResNets; here, as in its CIFAR DenseNet code, the pooled penultimate vector."""
+
+    VARIANTS = ("p", "b", "s", "rand")
+
+    def __init__(self, variant: str = "p", p: float = 90, score: LogitDetector | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(score)
+        if variant not in self.VARIANTS:
+            raise OodbenchError(f"ASH variant must be one of {', '.join(self.VARIANTS)}, got {variant!r}")
+        self.variant, self.p, self.seed = variant, _check_percent("ASH p", p), int(seed)
+
+    def shape(self, features: Tensor) -> Tensor:
+        flat = features.reshape(len(features), -1)
+        n = flat.shape[1]
+        k = n - int(round(n * self.p / 100))
+        if k < 1:
+            raise OodbenchError(f"ASH p={self.p} keeps no activation of {n}; use a smaller p")
+        if bool((flat < 0).any()):
+            warnings.warn("ASH expects non-negative (post-ReLU) features; got negative values", stacklevel=3)
+        vals, idx = flat.topk(k, dim=1)
+        if self.variant == "b":
+            vals = (flat.sum(1, keepdim=True) / k).expand_as(vals)
+        elif self.variant == "s":
+            s1, s2 = flat.double().sum(1, keepdim=True), vals.double().sum(1, keepdim=True)
+            ratio = torch.where(s2 > 0, s1 / s2.clamp_min(1e-300), torch.zeros_like(s1))
+            vals = (vals.double() * torch.exp(ratio)).to(flat.dtype)
+        elif self.variant == "rand":
+            gen = torch.Generator().manual_seed(self.seed)
+            vals = (10 * torch.rand(vals.shape, generator=gen, dtype=flat.dtype)).to(flat.device)
+        return torch.zeros_like(flat).scatter(1, idx, vals).reshape(features.shape)
+
+
+class ReAct(Shaped):
+    """Rectified activations (Sun, Guo & Li, NeurIPS 2021, Eq. 1-2): c = the ``percentile``-th percentile of
+    all ID-train penultimate activation values (numpy's linear interpolation, as the paper's code), then
+    logits = head(min(f, c))."""
+
+    needs_fit = True
+
+    def __init__(self, percentile: float = 90, score: LogitDetector | None = None) -> None:
+        super().__init__(score)
+        self.percentile = _check_percent("ReAct percentile", percentile)
+        self._threshold: float | None = None
+
+    def fit(self, data: FitData) -> None:
+        self._threshold = float(np.percentile(data.features.float().cpu().numpy().ravel(), self.percentile))
+
+    def shape(self, features: Tensor) -> Tensor:
+        if self._threshold is None:
+            raise OodbenchError("ReAct must be fit on ID training features before scoring (call fit)")
+        return features.clamp(max=self._threshold)
+
+    @property
+    def params(self) -> dict:
+        return {**super().params, "threshold": self._threshold}
+
+
+class DICE(Shaped):
+    """Directed sparsification (Sun & Li, ECCV 2022, Eq. 3-5): contributions V = W ⊙ m̄ (m̄ = mean ID-train
+    feature, V_cj = W_cj·m̄_j); the mask M keeps the largest k = C·D − round(C·D·p/100) of V over the whole
+    matrix (``torch.topk``; the paper's code keeps V > numpy-percentile(V, p), which can differ by one weight
+    at ties); logits = f (M ⊙ W)ᵀ + b. m̄ from ``fit`` or, when ``feature_stats`` names a ``.npy`` file
+    (e.g. DICE's published ``dice-feature-stats/CIFAR-10_densenet_feat_stat.npy``; a relative path is looked
+    up in the weights directory), from that file, and then no fitting is needed."""
+
+    def __init__(self, p: float = 90, score: LogitDetector | None = None,
+                 feature_stats: str | None = None) -> None:
+        super().__init__(score)
+        self.p, self.feature_stats = _check_percent("DICE p", p), feature_stats
+        self._mean: Tensor | None = None
+        if feature_stats:
+            path = Path(feature_stats).expanduser()
+            path = path if path.is_absolute() or path.exists() else resolve("weights") / path
+            if not path.is_file():
+                raise OodbenchError(f"DICE feature_stats file not found: {path}; give an existing .npy path")
+            self._mean = torch.from_numpy(np.load(path).astype(np.float64).ravel())
+
+    @property
+    def needs_fit(self) -> bool:  # type: ignore[override]
+        return self.feature_stats is None
+
+    def fit(self, data: FitData) -> None:
+        if self.feature_stats is None:
+            self._mean = data.features.double().mean(0).cpu()
+
+    def mask(self, weight: Tensor) -> Tensor:
+        """Boolean (C, D) mask M of the weights DICE keeps."""
+        if self._mean is None:
+            raise OodbenchError("DICE needs the mean ID-train feature: fit it or give feature_stats")
+        if self._mean.numel() != weight.shape[1]:
+            raise OodbenchError(f"DICE feature stats are {self._mean.numel()}-d but the head takes "
+                                f"{weight.shape[1]}-d features; use the stats of this checkpoint")
+        contrib = (weight.double().cpu() * self._mean[None, :]).ravel()
+        k = contrib.numel() - int(round(contrib.numel() * self.p / 100))
+        keep = torch.zeros_like(contrib, dtype=torch.bool)
+        keep[contrib.topk(k).indices] = True
+        return keep.view(weight.shape).to(weight.device)
+
+    def logits(self, features: Tensor, head: Head) -> Tensor:
+        w, b = linear_params(head, features.shape[1])
+        return features @ (w * self.mask(w)).T.to(features.dtype) + b.to(features.dtype)

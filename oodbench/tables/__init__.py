@@ -1,0 +1,1 @@
+"""Paper tables rebuilt from stored per-run results only (no model runs)."""

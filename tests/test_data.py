@@ -1,0 +1,102 @@
+"""Data loaders: exact subsets say so, ODIN's file order, checksums, noise recipe, deterministic subsets."""
+
+from __future__ import annotations
+
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from oodbench.data.archives import load_archive_set
+from oodbench.data.base import ImageSet, protocol_subset
+from oodbench.data.cifar import load_cifar
+from oodbench.data.synthetic import load_tin_crop, make_noise
+from oodbench.errors import DataNotAvailable, OodbenchError
+
+
+def test_cifar_falls_back_to_exact_subset_and_says_so(shared_data, tmp_path):
+    ds = load_cifar("cifar10", str(shared_data), subset="cifar10/cifar10-exact-subset.npz", root=str(tmp_path))
+    assert len(ds) == 1017 and ds.n_total == 10000
+    assert ds.describe().startswith("cifar10 1017/10000 (exact subset")
+    assert ds.indices[:3].tolist() == [0, 1, 2]
+    assert ds.labels[:4].tolist() == [3, 8, 8, 0]  # cat, ship, ship, airplane: the official test order
+    train = load_cifar("cifar10", str(shared_data), split="train", subset="cifar10/cifar10-exact-subset.npz",
+                       root=str(tmp_path))
+    assert len(train) == 5085 and train.n_total == 50000 and train.labels is not None
+
+
+def test_cifar_missing_everywhere_is_one_clear_line(tmp_path):
+    with pytest.raises(DataNotAvailable, match=r"cifar10 test not available: put torchvision's files under"):
+        load_cifar("cifar10", str(tmp_path), subset="cifar10/none.npz")
+
+
+def _tiny_archive(tmp_path, names):
+    src = tmp_path / "src" / "set"
+    src.mkdir(parents=True)
+    for i, n in enumerate(names):
+        Image.fromarray(np.full((4, 4, 3), i * 10, np.uint8)).save(src / n)
+    archive = tmp_path / "set.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="set")
+    return archive
+
+
+def test_archive_order_is_imagefolders_string_sort(tmp_path):
+    archive = _tiny_archive(tmp_path, ["0.png", "1.png", "2.png", "10.png"])  # pixel value = 10·(creation order)
+    ds = load_archive_set("toy", archive.name, str(tmp_path), str(tmp_path / "cache"), member_glob="set/*")
+    assert ds.images[:, 0, 0, 0].tolist() == [0, 10, 30, 20]  # 0, 1, 10, 2 as torchvision's ImageFolder sorts
+    again = load_archive_set("toy", archive.name, str(tmp_path), str(tmp_path / "cache"), member_glob="set/*")
+    assert again.content_id == ds.content_id and np.array_equal(again.images, ds.images)
+
+
+def test_archive_checksum_and_missing_file(tmp_path):
+    archive = _tiny_archive(tmp_path, ["0.png"])
+    with pytest.raises(OodbenchError, match="checksum mismatch"):
+        load_archive_set("toy", archive.name, str(tmp_path), str(tmp_path / "c"), sha256="0" * 64)
+    with pytest.raises(DataNotAvailable, match=r"OOD set toy not available: put it at .*nope.tar.gz"):
+        load_archive_set("toy", "nope.tar.gz", str(tmp_path), str(tmp_path / "c"), url="https://x")
+
+
+def test_truncated_prepared_cache_is_rebuilt(tmp_path):
+    archive = _tiny_archive(tmp_path, ["0.png", "1.png"])
+    cache = tmp_path / "cache"
+    ds = load_archive_set("toy", archive.name, str(tmp_path), str(cache), member_glob="set/*")
+    (npy,) = (cache / "prepared").glob("*.npy")
+    npy.write_bytes(npy.read_bytes()[:20])  # truncated
+    again = load_archive_set("toy", archive.name, str(tmp_path), str(cache), member_glob="set/*")
+    assert np.array_equal(again.images, ds.images)
+
+
+def test_noise_follows_odins_recipe_and_is_seeded():
+    g = make_noise("gaussian", "gaussian", n=200, seed=3)
+    assert g.images.dtype == np.float32 and g.images.min() == 0.0 and g.images.max() == 1.0
+    # N(0.5, 1) clipped: P(x <= 0) = P(z <= -0.5) = 0.3085
+    assert abs((g.images == 0).mean() - 0.3085) < 0.01
+    assert np.array_equal(g.images, make_noise("gaussian", "gaussian", n=200, seed=3).images)
+    u = make_noise("uniform", "uniform", n=200, seed=3)
+    assert 0 <= u.images.min() and u.images.max() <= 1 and abs(u.images.mean() - 0.5) < 0.01
+
+
+def test_tin_crop_is_seeded_crops_of_the_test_images(shared_data, tmp_path):
+    kw = dict(archive="tinyimagenet/tiny-imagenet-200-test.tar.gz", data_dir=str(shared_data),
+              cache_dir=str(tmp_path), member_glob="tiny-imagenet-200/test/images/*")
+    a = load_tin_crop("tin_crop", seed=0, **kw)
+    assert a.images.shape == (10000, 32, 32, 3) and "approximates ODIN" in a.source
+    b = load_tin_crop("tin_crop", seed=1, **kw)
+    assert not np.array_equal(a.images, b.images) and a.content_id != b.content_id
+
+
+def test_protocol_subset_is_deterministic_and_recorded():
+    ds = ImageSet("x", np.zeros((50, 2, 2, 3), np.uint8), None, "toy", 50, np.arange(50), "toy")
+    a = protocol_subset(ds, holdout=10, max_images=20, seed=0)
+    b = protocol_subset(ds, holdout=10, max_images=20, seed=0)
+    assert np.array_equal(a.indices, b.indices) and len(a) == 20 and a.indices.min() >= 10
+    assert list(a.indices) == sorted(a.indices) and "first 10 held out" in a.notes[0]
+    assert not np.array_equal(a.indices, protocol_subset(ds, holdout=10, max_images=20, seed=1).indices)
+    with pytest.raises(OodbenchError, match="empty"):
+        protocol_subset(ds.select(np.arange(0)))
+    with pytest.raises(OodbenchError, match="leaves no images"):
+        protocol_subset(ds, holdout=50)
+
+

@@ -1,0 +1,139 @@
+"""End to end through ``run.py`` on small real subsets, provenance, cache, resume, and every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from oodbench.data.base import ImageSet
+from oodbench.detectors.base import LogitDetector
+from oodbench.errors import OodbenchError
+from oodbench.models.registry import CHECKPOINTS
+from oodbench.runner.cache import RepresentationCache, cache_key
+from oodbench.runner.forward import Representations
+from oodbench.runner.scoring import ScoringContext, score_set
+
+SMALL = ["protocol.max_id=150", "protocol.max_ood=150", "protocol.bootstrap=20"]
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("oodbench: error: ")
+    return lines[0]
+
+
+def _metrics(proc) -> pd.DataFrame:
+    runs = sorted(Path(proc.args[-2].split("=", 1)[1]).glob("**/metrics.csv"))
+    return pd.read_csv(runs[-1])
+
+
+def test_end_to_end_energy_on_real_subset(run_cli):
+    proc = run_cli("detector=energy", "id=cifar10", "ood=[gaussian,isun,textures]", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not run: textures" in proc.stdout and "put its images under" in proc.stdout
+    df = _metrics(proc)
+    ok = df[df.status == "ok"].set_index("ood_dataset")
+    assert ok.loc["gaussian", "auroc"] > 0.9
+    assert 0.85 < ok.loc["isun", "auroc"] < 1.0  # published Energy/MSP range on DenseNet C10 vs iSUN: 0.94-0.96
+    assert ok.loc["isun", "id_acc"] > 0.9
+    row = ok.loc["isun"]
+    assert row.checkpoint_sha256 == CHECKPOINTS["odin_densenet10"].sha256
+    assert row.id_source.startswith("cifar10 150/10000 (exact subset") and row.n_id == 150 and row.n_ood == 150
+    assert "seeded subsample 150" in row.ood_notes and row.protocol == "default"
+    assert json.loads(row.config)["detector"]["temperature"] == 1.0
+    assert row.git_commit and row.device.startswith("cpu")
+    assert 0 < row.fpr95_std < 0.2 and np.isfinite(row.fpr95_oodpos)
+    # a second detector on the same sets runs the network 0 times: everything comes from the cache
+    proc2 = run_cli("detector=maxlogit", "id=cifar10", "ood=[gaussian,isun]", *SMALL)
+    assert proc2.returncode == 0 and "hits=3 misses=0" in proc2.stdout
+
+
+def test_experiment_rows_are_stored_and_resume_skips(run_cli, tmp_path):
+    args = ("detector=msp", "ood=[gaussian]", "result_set=unit", *SMALL)
+    first = run_cli(*args, results=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (stored,) = (tmp_path / "runs" / "unit").glob("*.csv")
+    before = stored.read_bytes()
+    again = run_cli(*args, results=tmp_path)
+    assert again.returncode == 0 and "skip cifar10-odin_densenet10-msp-default-" in again.stdout
+    assert stored.read_bytes() == before
+
+
+def test_sweep_records_a_failing_cell_and_goes_on(run_cli):
+    proc = run_cli("-m", "detector=energy", "detector.temperature=0,1", "ood=[gaussian]", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "cell failed" in proc.stderr and "temperature must be > 0" in proc.stderr
+    assert proc.stdout.count("ood_dataset") == 1  # the good cell printed its table
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("detector=nosuch",), "unknown detector 'nosuch'; choose from: "),
+        (("id=imagenet21k",), "unknown id 'imagenet21k'; choose from: cifar10, cifar100"),
+        (("ood=[gaussian,nosuch]",), "unknown ood 'nosuch'"),
+        (("paths.data=/nonexistent",), "cifar10 test not available: put torchvision's files under /nonexistent"),
+        (("id=cifar100", "arch.checkpoint=odin_densenet10"), "has 10 classes but ID set cifar100 has 100"),
+        (("arch=wrn40_2", "arch.checkpoint=odin_densenet10"), "is a densenet100, but arch=wrn40_2 was asked"),
+        (("arch=wrn40_2",), "checkpoint energy_wrn40_2_cifar10 not found"),
+        (("ood=[svhn]",), "no OOD set could be evaluated: OOD set svhn not available"),
+        (("result_set=unit", "paths.results=/etc/hostname/sub"), "cannot write results to /etc/hostname/sub"),
+    ],
+)
+def test_bad_input_is_one_clear_line(run_cli, args, expected):
+    line = _one_error_line(run_cli(*args, "ood=[gaussian]" if not any(a.startswith("ood") for a in args) else "",
+                                   *SMALL))
+    assert expected in line
+
+
+def test_corrupt_checkpoint_is_one_clear_line(run_cli, shared_weights, tmp_path):
+    data = bytearray((shared_weights / "odin_densenet10.pth").read_bytes())
+    data[5000] ^= 0xFF
+    (tmp_path / "odin_densenet10.pth").write_bytes(bytes(data))
+    line = _one_error_line(run_cli(f"paths.weights={tmp_path}", "ood=[gaussian]", *SMALL))
+    assert "sha256" in line and "corrupt" in line
+
+
+class _NaNDetector(LogitDetector):
+    def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        s = logits[:, 0].clone()
+        s[1] = float("nan")
+        return s
+
+
+def test_nan_scores_are_an_error_not_a_number():
+    data = ImageSet("toy", np.zeros((3, 2, 2, 3), np.uint8), None, "toy", 3, np.arange(3), "toy")
+    reps = Representations(torch.zeros(3, 4), torch.zeros(3, 2))
+    with pytest.raises(OodbenchError, match="1 non-finite scores on toy"):
+        score_set(_NaNDetector(), reps, data, ScoringContext(None, torch.device("cpu"), 8), "nan-det")
+
+
+def test_cache_key_covers_every_input_and_bad_entries_are_rebuilt(tmp_path):
+    base = dict(checkpoint="a", data="d", indices="i", n=3, transform="t", layers="l", dtype="float32")
+    keys = {cache_key(**base)} | {cache_key(**{**base, k: "changed"}) for k in base}
+    assert len(keys) == len(base) + 1
+    cache = RepresentationCache(tmp_path)
+    calls = []
+
+    def compute() -> Representations:
+        calls.append(1)
+        return Representations(torch.ones(2, 3), torch.ones(2, 4))
+
+    key = cache_key(**base)
+    cache.get_or_compute(key, compute, "x")
+    cache.get_or_compute(key, compute, "x")
+    assert len(calls) == 1 and cache.hits == 1
+    path = cache.path(key)
+    path.write_bytes(path.read_bytes()[:50])  # truncated file: detected, rebuilt, never used
+    reps = cache.get_or_compute(key, compute, "x")
+    assert len(calls) == 2 and torch.equal(reps.logits, torch.ones(2, 3))
+    bypass = RepresentationCache(tmp_path, enabled=False)
+    bypass.get_or_compute(key, compute, "x")
+    assert len(calls) == 3 and bypass.hits == 0  # the switch bypasses the cache
