@@ -88,8 +88,8 @@ def test_sweep_records_a_failing_cell_and_goes_on(run_cli):
     ],
 )
 def test_bad_input_is_one_clear_line(run_cli, args, expected):
-    line = _one_error_line(run_cli(*args, "ood=[gaussian]" if not any(a.startswith("ood") for a in args) else "",
-                                   *SMALL))
+    ood = [] if any(a.startswith("ood") for a in args) else ["ood=[gaussian]"]
+    line = _one_error_line(run_cli(*args, *ood, *SMALL))
     assert expected in line
 
 

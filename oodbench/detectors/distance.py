@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from collections.abc import Iterable, Sequence
@@ -79,9 +80,8 @@ class MahalanobisEnsemble(ModelDetector):
                  layer_weights: Sequence[float] | None = None, bias: float = 0.0) -> None:
         if epsilon < 0:
             raise OodbenchError(f"MahalanobisEnsemble epsilon must be >= 0, got {epsilon}")
-        self.epsilon, self.bias = float(epsilon), float(bias)
-        self.layers = list(layers) if layers is not None else None
-        self.layer_weights = [float(a) for a in layer_weights] if layer_weights is not None else None
+        self.epsilon, self.bias, self.layers = float(epsilon), float(bias), None if layers is None else list(layers)
+        self.layer_weights = None if layer_weights is None else [float(a) for a in layer_weights]
         self._gauss: dict[str, tuple[Tensor, Tensor]] = {}
 
     def _pooled(self, model: nn.Module, x: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
@@ -98,7 +98,7 @@ class MahalanobisEnsemble(ModelDetector):
             images = zip(images.split(batch_size), labels.split(batch_size))
         device = next(model.parameters()).device
         feats: dict[str, list[Tensor]] = {k: [] for k in layers}
-        ys = []
+        ys: list[Tensor] = []
         with torch.no_grad():
             for x, y in images:
                 for k, v in self._pooled(model, x.to(device), layers).items():
@@ -134,11 +134,13 @@ class MahalanobisEnsemble(ModelDetector):
         and mapped back; sets ``layer_weights`` (α) and ``bias`` (β) and returns α."""
         from sklearn.linear_model import LogisticRegressionCV
 
+        quiet = {"l1_ratios": (0.0,), "scoring": None, "use_legacy_attributes": False}  # sklearn ≥ 1.9 warnings
+        kw = {k: v for k, v in quiet.items() if k in inspect.signature(LogisticRegressionCV).parameters}
+
         s_id, s_ood = np.asarray(id_val_layer_scores, np.float64), np.asarray(ood_val_layer_scores, np.float64)
-        x = np.concatenate([s_id, s_ood])
-        y = np.r_[np.ones(len(s_id)), np.zeros(len(s_ood))]
+        x, y = np.concatenate([s_id, s_ood]), np.r_[np.ones(len(s_id)), np.zeros(len(s_ood))]
         mu, sd = x.mean(0), x.std(0) + 1e-12
-        lr = LogisticRegressionCV(cv=5, max_iter=5000, random_state=seed).fit((x - mu) / sd, y)
+        lr = LogisticRegressionCV(cv=5, max_iter=5000, random_state=seed, **kw).fit((x - mu) / sd, y)
         alpha = lr.coef_[0] / sd
         self.layer_weights, self.bias = alpha.tolist(), float(lr.intercept_[0] - (alpha * mu).sum())
         return alpha
@@ -160,9 +162,9 @@ class KNN(FeatureDetector):
     needs_fit = True
 
     def __init__(self, k: int = 50, chunk: int = 1024) -> None:
-        if k < 1:
-            raise OodbenchError(f"KNN k must be >= 1, got {k}")
         self.k, self._chunk = int(k), int(chunk)
+        if self.k < 1:
+            raise OodbenchError(f"KNN k must be >= 1, got {k}")
 
     def fit(self, data: FitData) -> None:
         if len(data.features) < self.k:

@@ -84,6 +84,11 @@ def _check_percent(name: str, value: float) -> float:
     return float(value)
 
 
+def kept_count(n: int, p: float) -> int:
+    """How many of n values survive pruning at percentile p: n − round(n·p/100) (the ASH paper's code)."""
+    return n - round(n * p / 100)
+
+
 class ASH(Shaped):
     """Activation SHaping (Djurisic et al., ICLR 2023, Alg. 1-3 and ASH-RAND), per sample on the penultimate
     vector a (non-negative, post-ReLU): keep the k largest entries, k = D − round(D·p/100) as in the paper's
@@ -105,7 +110,7 @@ class ASH(Shaped):
     def shape(self, features: Tensor) -> Tensor:
         flat = features.reshape(len(features), -1)
         n = flat.shape[1]
-        k = n - int(round(n * self.p / 100))
+        k = kept_count(n, self.p)
         if k < 1:
             raise OodbenchError(f"ASH p={self.p} keeps no activation of {n}; use a smaller p")
         if bool((flat < 0).any()):
@@ -184,7 +189,9 @@ class DICE(Shaped):
             raise OodbenchError(f"DICE feature stats are {self._mean.numel()}-d but the head takes "
                                 f"{weight.shape[1]}-d features; use the stats of this checkpoint")
         contrib = (weight.double().cpu() * self._mean[None, :]).ravel()
-        k = contrib.numel() - int(round(contrib.numel() * self.p / 100))
+        k = kept_count(contrib.numel(), self.p)
+        if k < 1:
+            raise OodbenchError(f"DICE p={self.p} keeps no weight of {contrib.numel()}; use a smaller p")
         keep = torch.zeros_like(contrib, dtype=torch.bool)
         keep[contrib.topk(k).indices] = True
         return keep.view(weight.shape).to(weight.device)

@@ -1,1 +1,13 @@
-"""Training."""
+"""Training and fine-tuning (``python train.py``): classifier, energy fine-tuning, Outlier Exposure, MCD.
+
+``losses`` (pure loss functions), ``data`` (ID set, outlier pool, seeded augmented batches), ``methods`` (one class
+per method), ``mcd_model`` (the two-head network), ``loop`` (the epoch loop and checkpoints), ``app`` (config ->
+objects; :func:`main`).
+"""
+
+
+def main(cfg):  # noqa: ANN001, ANN201 - thin lazy entry point for train.py
+    """Run the training job described by the Hydra config ``cfg``; see :func:`oodbench.train.app.main`."""
+    from oodbench.train.app import main as _main
+
+    return _main(cfg)

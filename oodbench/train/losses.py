@@ -17,9 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _up(x: Tensor) -> Tensor:
+    """At least float32 (half-precision logits under AMP are promoted; float64 stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def energy(logits: Tensor) -> Tensor:
     """Free energy per sample, E(x) = -logsumexp_i f_i(x) (temperature 1)."""
-    return -torch.logsumexp(logits.float(), dim=1)
+    return -torch.logsumexp(_up(logits), dim=1)
 
 
 def energy_ft_loss(logits_in: Tensor, logits_out: Tensor, m_in: float, m_out: float) -> Tensor:
@@ -31,12 +36,12 @@ def energy_ft_loss(logits_in: Tensor, logits_out: Tensor, m_in: float, m_out: fl
 
 def oe_loss(logits_out: Tensor) -> Tensor:
     """Hendrycks et al. 2019: mean over outliers of the cross-entropy to the uniform distribution."""
-    return -F.log_softmax(logits_out.float(), dim=1).mean(dim=1).mean()
+    return -F.log_softmax(_up(logits_out), dim=1).mean(dim=1).mean()
 
 
 def entropy(logits: Tensor) -> Tensor:
     """Shannon entropy (nats) of softmax(logits), per sample."""
-    log_p = F.log_softmax(logits.float(), dim=1)
+    log_p = F.log_softmax(_up(logits), dim=1)
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
@@ -52,4 +57,4 @@ def mcd_loss(logits1_u: Tensor, logits2_u: Tensor, margin: float) -> Tensor:
 
 def mcd_score(logits1: Tensor, logits2: Tensor) -> Tensor:
     """Test-time discrepancy per sample: L1 distance sum_c |softmax(f1)_c - softmax(f2)_c| (higher = more OOD)."""
-    return (torch.softmax(logits1.float(), dim=1) - torch.softmax(logits2.float(), dim=1)).abs().sum(dim=1)
+    return (torch.softmax(_up(logits1), dim=1) - torch.softmax(_up(logits2), dim=1)).abs().sum(dim=1)

@@ -1,0 +1,22 @@
+# oodbench — common entry points. PYTHON may point at a venv's interpreter.
+PYTHON ?= python
+
+.PHONY: setup run test lint tables reproduce bench
+
+setup:            ## install oodbench and its dev tools (torch from PyPI if missing)
+	$(PYTHON) -m pip install -e ".[dev]"
+
+run: setup        ## the main job: Energy on the ODIN DenseNet CIFAR-10 checkpoint vs every OOD set
+	$(PYTHON) run.py detector=energy id=cifar10
+
+test: setup       ## the whole suite on CPU (real data subsets from ../shared; < 10 min)
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check oodbench tests scripts run.py
+
+tables:           ## rebuild every paper table from stored results (no model runs)
+	$(PYTHON) scripts/make_tables.py
+
+reproduce:        ## run whatever stored results are missing (resumable; finished cells are skipped)
+	$(PYTHON) run.py +experiment=odin_table2
