@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from oodbench.errors import OodbenchError
 from oodbench.runner.main import result_path, run
-from oodbench.runner.provenance import stable_hash
+from oodbench.runner.provenance import stable_hash, write_csv
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 GROUPS = ("id", "arch", "detector", "protocol", "ood", "experiment", "paths")
@@ -65,20 +65,23 @@ def format_table(df: pd.DataFrame) -> str:
 
 
 def main(cfg: DictConfig) -> None:
-    """The Hydra task: skip finished experiment cells, run, print; errors are one line."""
+    """The Hydra task: skip stored cells, run, print; errors are one line (a sweep records them and goes on)."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    OmegaConf.set_struct(cfg, False)
     try:
         if cfg.run_name is None:
-            OmegaConf.set_struct(cfg, False)
             cfg.run_name = derive_run_name(cfg)
-        done = result_path(cfg) if cfg.result_set else None
-        if done is not None and done.is_file():
-            print(f"skip {cfg.run_name}: result exists at {done}")
-            return
-        df = run(cfg)
+        stored = result_path(cfg)
+        if stored.is_file() and not cfg.rerun and "+dirty" not in stored.name:
+            df = pd.read_csv(stored)
+            write_csv(df, Path.cwd() / "metrics.csv")
+            print(f"stored result, nothing recomputed (rerun=true to force): {stored}")
+        else:
+            df = run(cfg)
         print(format_table(df))
     except OodbenchError as err:
         if not multirun:
             fail(str(err))
-        log.error("cell failed, sweep goes on: %s", err)
-        print(f"oodbench: cell failed: {err}", file=sys.stderr)
+        print(f"oodbench: cell failed, sweep goes on: {err}", file=sys.stderr)
+        write_csv(pd.DataFrame([{"run_name": cfg.run_name, "detector": cfg.detector_name, "status": "failed",
+                                 "message": str(err)}]), Path.cwd() / "failed.csv")

@@ -62,7 +62,7 @@ def test_experiment_rows_are_stored_and_resume_skips(run_cli, tmp_path):
     (stored,) = (tmp_path / "runs" / "unit").glob("*.csv")
     before = stored.read_bytes()
     again = run_cli(*args, results=tmp_path)
-    assert again.returncode == 0 and "skip cifar10-odin_densenet10-msp-default-" in again.stdout
+    assert again.returncode == 0 and "stored result, nothing recomputed" in again.stdout
     assert stored.read_bytes() == before
 
 

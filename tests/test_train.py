@@ -23,6 +23,7 @@ from oodbench.models import Classifier, load_classifier
 from oodbench.models.base import OODNet
 from oodbench.paths import REPO_ROOT, resolve
 from oodbench.train.data import EpochBatches, augment, load_outliers
+from oodbench.train.loop import Settings, TrainingDiverged, cosine_factor, train
 from oodbench.train.losses import (
     energy,
     energy_ft_loss,
@@ -32,7 +33,6 @@ from oodbench.train.losses import (
     mcd_score,
     oe_loss,
 )
-from oodbench.train.loop import Settings, TrainingDiverged, cosine_factor, train
 from oodbench.train.mcd_model import TwoHeadLinear, both_heads, to_two_head
 from oodbench.train.methods import MCD, EnergyFT, OutlierExposure
 
@@ -131,7 +131,7 @@ def test_batches_are_seeded_and_augmented():
     id_set, ood = tiny_sets()
     a, b = EpochBatches(id_set, ood, 16, 8, seed=1), EpochBatches(id_set, ood, 16, 8, seed=1)
     assert len(a) == 3
-    for x, y in zip(a[1], b[1]):
+    for x, y in zip(a[1], b[1], strict=True):
         assert torch.equal(x, y)
     x_in, y_in, x_out = a[0]
     assert x_in.shape == (16, 3, 8, 8) and x_in.dtype == torch.uint8 and x_out.shape == (8, 3, 8, 8)

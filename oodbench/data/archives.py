@@ -43,7 +43,9 @@ def _decode_archive(archive: Path, member_glob: str, size: int | None) -> np.nda
     return np.stack(out)
 
 
-def prepare(archive: Path, sha256: str | None, member_glob: str, cache_dir: Path, size: int | None) -> tuple[np.ndarray, str]:
+def prepare(
+    archive: Path, sha256: str | None, member_glob: str, cache_dir: Path, size: int | None
+) -> tuple[np.ndarray, str]:
     """Verify and decode ``archive`` into the cache; return (images, archive sha256)."""
     digest = verify_sha256(archive, sha256, archive.name)
     target = cache_dir / "prepared" / f"{archive.name}.{digest[:16]}.{size or 'orig'}.npy"

@@ -28,6 +28,7 @@ from oodbench.runner.fit import fit_detector
 from oodbench.runner.forward import Representations, extract, resolve_device
 from oodbench.runner.model import load_model
 from oodbench.runner.provenance import environment, stable_hash, write_csv
+from oodbench.runner.provenance import git_commit as environment_commit
 from oodbench.runner.scoring import ScoringContext, score_set
 
 log = logging.getLogger("oodbench")
@@ -160,13 +161,17 @@ def _base_row(cfg: DictConfig, s: Session, id_set: ImageSet, id_acc: float | Non
 
 
 def _store(cfg: DictConfig, df: pd.DataFrame, scores: dict[str, np.ndarray]) -> None:
-    """Per-run files in the Hydra run dir; experiment runs also go to results/runs/<experiment>/ (the table source)."""
+    """Rows + scores in the job's dir, and the rows in the result store (what resume and tables read)."""
     out = Path.cwd()
     write_csv(df, out / "metrics.csv")
     atomic_savez(out / "scores.npz", **scores)
-    if cfg.result_set:
-        write_csv(df, result_path(cfg))
+    write_csv(df, result_path(cfg))
 
 
 def result_path(cfg: DictConfig) -> Path:
-    return resolve("results", cfg.paths.get("results")) / "runs" / cfg.result_set / f"{cfg.run_name}.csv"
+    """Where a cell's rows are stored: ``results/runs/<result_set>/`` for presets (committed, the tables'
+    source), else a per-user store in the cache dir whose names also carry the code's git commit."""
+    if cfg.result_set:
+        return resolve("results", cfg.paths.get("results")) / "runs" / cfg.result_set / f"{cfg.run_name}.csv"
+    commit = environment_commit()
+    return resolve("cache", cfg.paths.get("cache")) / "runs" / f"{cfg.run_name}-{commit[:12]}.csv"

@@ -37,7 +37,8 @@ def build(paper_csv: Path, runs_dir: Path) -> tuple[pd.DataFrame, str]:
         cells = {}
         for m in METRICS:
             std = ours.get(f"{m}_std") if status == "ok" else None
-            cells[m] = cell(100 * ours[m] if status == "ok" else None, getattr(p, m), 100 * std if std is not None else None)
+            ours_m = 100 * ours[m] if status == "ok" else None
+            cells[m] = cell(ours_m, getattr(p, m), 100 * std if std is not None else None)
             long.append({"arch": arch, "id": id_name, "ood": ood, "method": det, "metric": m, "status": status,
                          "n_id": ours.n_id if status == "ok" else None,
                          "n_ood": ours.n_ood if status == "ok" else None,

@@ -5,8 +5,16 @@ per method), ``mcd_model`` (the two-head network), ``loop`` (the epoch loop and 
 objects; :func:`main`).
 """
 
+from __future__ import annotations
 
-def main(cfg):  # noqa: ANN001, ANN201 - thin lazy entry point for train.py
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+
+def main(cfg: DictConfig) -> Path:
     """Run the training job described by the Hydra config ``cfg``; see :func:`oodbench.train.app.main`."""
     from oodbench.train.app import main as _main
 
