@@ -20,3 +20,6 @@ tables:           ## rebuild every paper table from stored results (no model run
 
 reproduce:        ## run whatever stored results are missing (resumable; finished cells are skipped)
 	$(PYTHON) run.py +experiment=odin_table2
+
+bench:            ## results/bench.md: one cached pass vs per-detector passes (CPU, ~6 min)
+	$(PYTHON) scripts/bench.py

@@ -233,7 +233,8 @@ def test_resume_continues_and_refuses_another_arch(tmp_path):
     run_tiny(tiny_model(), method, tmp_path, epochs=2)
     with pytest.raises(OodbenchError, match="resume=true"):
         run_tiny(tiny_model(), method, tmp_path, epochs=3)
-    final = run_tiny(tiny_model(), method, tmp_path, epochs=3, resume=True)
+    final = run_tiny(tiny_model(), method, tmp_path, epochs=3, resume=True, keep_last=1)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_003.pt", "final.pt"]
     ckpt = torch.load(final, weights_only=True)
     assert ckpt["epoch"] == 3 and ckpt["meta"]["global_step"] == 9
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 4
@@ -281,6 +282,7 @@ def train_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_energy_ft_smoke_run_writes_loadable_checkpoint(tmp_path, shared):
     out = tmp_path / "run"
     res = train_cli(tmp_path, "method=energy_ft", "init=odin_densenet10", "max_steps=2", f"out={out}")
@@ -296,6 +298,7 @@ def test_cli_energy_ft_smoke_run_writes_loadable_checkpoint(tmp_path, shared):
     assert isinstance(model(torch.rand(2, 3, 32, 32)), torch.Tensor)
 
 
+@pytest.mark.slow
 def test_cli_bad_margins_is_one_line_error(tmp_path, shared):
     res = train_cli(tmp_path, "method=energy_ft", "method.m_in=-5", f"out={tmp_path / 'run'}")
     assert res.returncode == 2
@@ -303,6 +306,7 @@ def test_cli_bad_margins_is_one_line_error(tmp_path, shared):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 def test_mcd_init_from_published_densenet_loads_as_two_head(tmp_path, shared):
     from oodbench.train.app import init_model
 

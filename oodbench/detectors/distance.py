@@ -17,18 +17,15 @@ from oodbench.detectors.shaping import Head, linear_params
 from oodbench.errors import OodbenchError
 
 log = logging.getLogger("oodbench")
-RCOND = 1e-10  # eigenvalues below RCOND·max make the covariance singular / ill-conditioned
-RIDGE = 1e-6  # then Σ + λI with λ = RIDGE · tr(Σ)/D
+RCOND, RIDGE = 1e-10, 1e-6  # Σ with an eigenvalue ≤ RCOND·max is regularized to Σ + RIDGE·(tr Σ / D)·I
 
 
 def tied_gaussian(feats: Tensor, labels: Tensor, what: str = "Mahalanobis") -> tuple[Tensor, Tensor]:
-    """Class means (C, D) and a whitening matrix A (D, D) with A Aᵀ = Σ⁻¹ of the tied (shared) covariance
-    Σ = 1/N Σ_i (f_i − μ_{y_i})(f_i − μ_{y_i})ᵀ, in float64. A singular or ill-conditioned Σ is regularized
-    to Σ + λI (λ = 1e-6 · mean eigenvalue), with a warning."""
+    """Class means (C, D) and whitening A (D, D), A Aᵀ = Σ⁻¹, of the tied Σ = 1/N Σ_i (f_i − μ_{y_i})(·)ᵀ (float64).
+    A singular or ill-conditioned Σ is regularized to Σ + λI (λ = RIDGE · mean eigenvalue), with a warning."""
     f, y = feats.double(), labels.to(feats.device).long()
-    classes, inverse = torch.unique(y, return_inverse=True)
-    means = torch.zeros(len(classes), f.shape[1], dtype=f.dtype, device=f.device).index_add_(0, inverse, f)
-    means /= torch.bincount(inverse, minlength=len(classes))[:, None]
+    inverse = torch.unique(y, return_inverse=True)[1]
+    means = torch.stack([f[inverse == i].mean(0) for i in range(int(inverse.max()) + 1)])
     centered = f - means[inverse]
     evals, evecs = torch.linalg.eigh(centered.T @ centered / len(f))
     top = float(evals.max())
@@ -68,13 +65,12 @@ class Mahalanobis(FeatureDetector):
 
 class MahalanobisEnsemble(ModelDetector):
     """Mahalanobis with input preprocessing and a feature ensemble (Lee et al., NeurIPS 2018, Eq. 2, Eq. 4,
-    Alg. 1). Per layer l: pooled features f_l(x) = mean over H, W of ``model.feature_maps``; tied Gaussian
-    (μ_{l,c}, Σ_l) from ID-train (:meth:`fit_layers`); x̃ = x + ε·sign(∇ₓ M_l(x)), i.e. minus ε·sign of the
-    gradient of the closest class's distance (the step that raises the confidence score; taken in pixel
-    space, which equals the official code's ε/std step after normalization; not clipped to [0, 1]);
-    M_l(x̃) = max_c −(f_l(x̃) − μ_{l,c})ᵀ Σ_l⁻¹ (·). Score = Σ_l α_l M_l(x̃) + β, with (α, β) from a logistic
-    regression of ID (1) vs OOD (0) validation layer scores (:meth:`fit_weights`; the decision function,
-    a monotone map of the official ``predict_proba``), or passed in as ``layer_weights`` / ``bias``."""
+    Alg. 1). Per layer l: f_l(x) = ``model.feature_maps`` averaged over H, W; tied Gaussian (μ_{l,c}, Σ_l)
+    from ID-train (:meth:`fit_layers`); x̃ = x + ε·sign(∇ₓ M_l(x)) — the step that raises the confidence
+    score, in pixel space (= the official ε/std step after normalization), not clipped to [0, 1];
+    M_l(x̃) = max_c −(f_l(x̃) − μ_{l,c})ᵀ Σ_l⁻¹ (·). Score = Σ_l α_l M_l(x̃) + β, (α, β) from a logistic
+    regression of ID (1) vs OOD (0) validation layer scores (:meth:`fit_weights`; its decision function,
+    monotone in the official ``predict_proba``), or given as ``layer_weights`` / ``bias``."""
 
     def __init__(self, epsilon: float = 0.0014, layers: Sequence[str] | None = None,
                  layer_weights: Sequence[float] | None = None, bias: float = 0.0) -> None:
@@ -96,14 +92,12 @@ class MahalanobisEnsemble(ModelDetector):
             if labels is None or len(labels) != len(images):
                 raise OodbenchError("fit_layers needs one label per image")
             images = zip(images.split(batch_size), labels.split(batch_size))
-        device = next(model.parameters()).device
-        feats: dict[str, list[Tensor]] = {k: [] for k in layers}
-        ys: list[Tensor] = []
+        feats, ys = {k: [] for k in layers}, []  # type: ignore[var-annotated]
         with torch.no_grad():
             for x, y in images:
-                for k, v in self._pooled(model, x.to(device), layers).items():
+                for k, v in self._pooled(model, x.to(next(model.parameters()).device), layers).items():
                     feats[k].append(v.double())
-                ys.append(torch.as_tensor(y).to(device))
+                ys.append(torch.as_tensor(y))
         y = torch.cat(ys)
         self._gauss = {k: tied_gaussian(torch.cat(v), y, f"MahalanobisEnsemble layer {k}") for k, v in feats.items()}
 
@@ -111,33 +105,25 @@ class MahalanobisEnsemble(ModelDetector):
         """(N, L) float64 per-layer scores M_l(x̃), x̃ perturbed separately for each layer."""
         if not self._gauss:
             raise OodbenchError("MahalanobisEnsemble needs fit_layers(model, images, labels) before scoring")
-        names = list(self._gauss)
-        if self.epsilon == 0:
-            with torch.no_grad():
-                pooled = self._pooled(model, x, names)
-            return torch.stack([max_neg_distance(pooled[k], *self._gauss[k]) for k in names], dim=1)
         cols = []
-        for k in names:
-            with torch.enable_grad():
-                xg = x.detach().clone().requires_grad_(True)
-                m = max_neg_distance(self._pooled(model, xg, [k])[k], *self._gauss[k])
-                (grad,) = torch.autograd.grad(m.sum(), xg)
+        for k, gauss in self._gauss.items():
+            x_tilde = x.detach()
+            if self.epsilon > 0:
+                with torch.enable_grad():
+                    xg = x.detach().clone().requires_grad_(True)
+                    m = max_neg_distance(self._pooled(model, xg, [k])[k], *gauss)
+                    x_tilde = x_tilde + self.epsilon * torch.autograd.grad(m.sum(), xg)[0].sign()
             with torch.no_grad():
-                x_tilde = x.detach() + self.epsilon * grad.sign()
-                cols.append(max_neg_distance(self._pooled(model, x_tilde, [k])[k], *self._gauss[k]))
+                cols.append(max_neg_distance(self._pooled(model, x_tilde, [k])[k], *gauss))
         return torch.stack(cols, dim=1)
 
-    def fit_weights(self, id_val_layer_scores: Tensor | np.ndarray,
-                    ood_val_layer_scores: Tensor | np.ndarray, seed: int = 0) -> np.ndarray:
-        """Logistic regression (sklearn ``LogisticRegressionCV``, 5-fold, as the official code) of ID = 1 vs
-        OOD = 0 on (N, L) validation layer scores (from :meth:`layer_scores`), fit on standardized columns
-        and mapped back; sets ``layer_weights`` (α) and ``bias`` (β) and returns α."""
+    def fit_weights(self, id_val: Tensor | np.ndarray, ood_val: Tensor | np.ndarray, seed: int = 0) -> np.ndarray:
+        """``LogisticRegressionCV`` (5-fold, as the official code) of ID = 1 vs OOD = 0 on (N, L) :meth:`layer_scores`
+        of validation images, on standardized columns mapped back; sets ``layer_weights`` (α), ``bias`` (β)."""
         from sklearn.linear_model import LogisticRegressionCV
-
         quiet = {"l1_ratios": (0.0,), "scoring": None, "use_legacy_attributes": False}  # sklearn ≥ 1.9 warnings
         kw = {k: v for k, v in quiet.items() if k in inspect.signature(LogisticRegressionCV).parameters}
-
-        s_id, s_ood = np.asarray(id_val_layer_scores, np.float64), np.asarray(ood_val_layer_scores, np.float64)
+        s_id, s_ood = np.asarray(id_val, np.float64), np.asarray(ood_val, np.float64)
         x, y = np.concatenate([s_id, s_ood]), np.r_[np.ones(len(s_id)), np.zeros(len(s_ood))]
         mu, sd = x.mean(0), x.std(0) + 1e-12
         lr = LogisticRegressionCV(cv=5, max_iter=5000, random_state=seed, **kw).fit((x - mu) / sd, y)
@@ -147,8 +133,7 @@ class MahalanobisEnsemble(ModelDetector):
 
     def score_batch(self, model: nn.Module, x: Tensor) -> Tensor:
         if self.layer_weights is None:
-            raise OodbenchError("MahalanobisEnsemble needs layer weights: call fit_weights(id_val, ood_val) "
-                                "with validation layer scores, or pass layer_weights")
+            raise OodbenchError("MahalanobisEnsemble needs layer_weights: pass them, or call fit_weights")
         s = self.layer_scores(model, x)
         if s.shape[1] != len(self.layer_weights):
             raise OodbenchError(f"{len(self.layer_weights)} layer weights for {s.shape[1]} layers")
@@ -181,16 +166,15 @@ class KNN(FeatureDetector):
 
 
 class ViM(FeatureDetector):
-    """Virtual-logit Matching (Wang et al., CVPR 2022, Eq. 4-8): origin u = −W⁺b; principal space of the
-    ID-train (f − u) from the eigenvectors of their uncentered second moment (as the official code);
-    residual r(f) = ‖P⊥(f − u)‖; α = mean max-logit / mean residual on ID-train; score = logsumexp(logits)
-    − α·r(f). ``dim`` = D of the principal space; None picks the official code's 1000 for ≥ 2048-d features,
-    512 for ≥ 768-d, and (not in the paper) D/2 below that, e.g. 171 for DenseNet-BC-100's 342-d."""
+    """Virtual-logit Matching (Wang et al., CVPR 2022, Eq. 4-8): origin u = −W⁺b; principal space P of ID-train
+    f − u from the eigenvectors of its uncentered second moment (official code); r(f) = ‖P⊥(f − u)‖; α = mean
+    max-logit / mean r on ID-train; score = logsumexp(logits) − α·r(f). ``dim`` (of P): None = the official
+    code's 1000 for ≥ 2048-d features, 512 for ≥ 768-d, and (our choice) D/2 below, e.g. 171 for 342-d."""
 
     needs_fit = True
 
     def __init__(self, dim: int | None = None) -> None:
-        self.dim = dim
+        self.dim = None if dim is None else int(dim)
 
     def principal_dim(self, n: int) -> int:
         d = self.dim if self.dim is not None else (1000 if n >= 2048 else 512 if n >= 768 else n // 2)
@@ -200,7 +184,7 @@ class ViM(FeatureDetector):
 
     def fit(self, data: FitData) -> None:
         f = data.features.double()
-        w, b = (t.double().to(f.device) for t in linear_params(data.head, f.shape[1]))
+        w, b = (t.double().to(f.device) for t in linear_params(data.head, data.features))
         self._u = -torch.linalg.pinv(w) @ b
         x = f - self._u
         evals, evecs = torch.linalg.eigh(x.T @ x / len(x))
@@ -211,6 +195,5 @@ class ViM(FeatureDetector):
         if not hasattr(self, "_ns"):
             raise OodbenchError("ViM must be fit on ID training features before scoring (call fit)")
         f = features.double().to(self._u.device)
-        w, b = (t.double().to(f.device) for t in linear_params(head, f.shape[1]))
-        residual = ((f - self._u) @ self._ns).norm(dim=1)
-        return torch.logsumexp(f @ w.T + b, dim=1) - self._alpha * residual
+        w, b = (t.double().to(f.device) for t in linear_params(head, features))
+        return torch.logsumexp(f @ w.T + b, dim=1) - self._alpha * ((f - self._u) @ self._ns).norm(dim=1)

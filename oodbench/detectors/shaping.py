@@ -25,23 +25,21 @@ Head = Callable[[Tensor], Tensor]
 
 def _find_linear(head: Head) -> nn.Linear | None:
     owner = getattr(head, "__self__", head)  # a bound ``Classifier.head`` / ``OODNet.head`` → its module
-    for cand in (owner, getattr(owner, "fc", None), getattr(getattr(owner, "net", None), "fc", None)):
-        if isinstance(cand, nn.Linear):
-            return cand
-    return None
+    cands = (owner, getattr(owner, "fc", None), getattr(getattr(owner, "net", None), "fc", None))
+    return next((c for c in cands if isinstance(c, nn.Linear)), None)
 
 
-def linear_params(head: Head, dim: int) -> tuple[Tensor, Tensor]:
-    """(W, b) of an affine head, logits = f Wᵀ + b: read from its ``nn.Linear`` when one is found, else probed
-    with the unit vectors. Either way checked against ``head`` on random inputs (OodbenchError if not affine)."""
-    lin = _find_linear(head)
+def linear_params(head: Head, like: Tensor) -> tuple[Tensor, Tensor]:
+    """(W, b) of an affine head on features shaped like ``like`` (N, D), logits = f Wᵀ + b: from its ``nn.Linear``
+    if found, else probed with unit vectors; checked against ``head`` on random inputs (OodbenchError if not)."""
+    lin, dim = _find_linear(head), like.shape[1]
     with torch.no_grad():
         if lin is not None:
             w = lin.weight.detach()
             b = lin.bias.detach() if lin.bias is not None else torch.zeros(w.shape[0], device=w.device)
         else:
-            b = head(torch.zeros(1, dim))[0]
-            w = (head(torch.eye(dim)) - b).T.contiguous()
+            b = head(torch.zeros(1, dim, dtype=like.dtype, device=like.device))[0]
+            w = (head(torch.eye(dim, dtype=like.dtype, device=like.device)) - b).T.contiguous()
         x = torch.rand(4, dim, generator=torch.Generator().manual_seed(0)).to(w.device, w.dtype)
         if w.shape[1] != dim or not torch.allclose(head(x), x @ w.T + b, rtol=1e-4, atol=1e-4):
             raise OodbenchError(f"this detector needs a linear classifier head on {dim}-d features; the model's "
@@ -197,5 +195,5 @@ class DICE(Shaped):
         return keep.view(weight.shape).to(weight.device)
 
     def logits(self, features: Tensor, head: Head) -> Tensor:
-        w, b = linear_params(head, features.shape[1])
+        w, b = linear_params(head, features)
         return features @ (w * self.mask(w)).T.to(features.dtype) + b.to(features.dtype)

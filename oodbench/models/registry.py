@@ -28,6 +28,8 @@ ARCHS: dict[str, Callable[[int], OODNet]] = {
     "densenet100": lambda num_classes: DenseNet3(100, num_classes),
     "wrn40_2": lambda num_classes: WideResNet(40, num_classes, widen_factor=2),
     "densenet100_mcd": lambda n: __import__("oodbench.train.mcd_model", fromlist=["_"]).densenet100_mcd(n),
+    "resnet50": lambda n: __import__("oodbench.models.torchvision_nets", fromlist=["_"]).resnet50(n),
+    "mobilenet_v2": lambda n: __import__("oodbench.models.torchvision_nets", fromlist=["_"]).mobilenet_v2(n),
 }
 
 Triple = tuple[float, float, float]
@@ -36,6 +38,8 @@ NORMALIZATIONS: dict[str, tuple[Triple, Triple]] = {
     "odin": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
     # DICE (and the kuangliu CIFAR recipe): note the std is not the true per-pixel std.
     "dice": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    # torchvision / ImageNet-1k (ResNet-50, MobileNetV2, ...): the per-channel statistics of ImageNet train.
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 _ODIN, _DICE = NORMALIZATIONS["odin"], NORMALIZATIONS["dice"]
 _DICE_RAW = "https://github.com/deeplearning-wisc/dice/raw/ca6c275c5e1948858a911ea40924d6d5c412aac2/checkpoints"
@@ -96,6 +100,18 @@ CHECKPOINTS: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
                    "wrn40_2", 100, *_ODIN, "state_dict", "cifar100",
                    "Energy OOD (Liu et al. 2020), github.com/wetliu/energy_ood; WRN-40-2 of "
                    "github.com/hendrycks/outlier-exposure", f"{_ENERGY_RAW}/cifar100_wrn_pretrained_epoch_99.pt"),
+    # torchvision's published ImageNet weights (torch hub files: the name carries the sha256 prefix, checked by
+    # oodbench.models.torchvision_nets.locate_weights, which also looks in torch.hub.get_dir()/checkpoints).
+    CheckpointSpec("tv_resnet50_imagenet", "resnet50-0676ba61.pth", None,
+                   "resnet50", 1000, *NORMALIZATIONS["imagenet"], "state_dict", "imagenet",
+                   "torchvision ResNet50_Weights.IMAGENET1K_V1 (used by ReAct, DICE, ASH for ImageNet)",
+                   "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+                   "torch hub file; its sha256 must start with 0676ba61"),
+    CheckpointSpec("tv_mobilenet_v2_imagenet", "mobilenet_v2-b0353104.pth", None,
+                   "mobilenet_v2", 1000, *NORMALIZATIONS["imagenet"], "state_dict", "imagenet",
+                   "torchvision MobileNet_V2_Weights.IMAGENET1K_V1 (used by ReAct for ImageNet)",
+                   "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+                   "torch hub file; its sha256 must start with b0353104"),
 )}
 
 

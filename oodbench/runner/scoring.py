@@ -28,8 +28,7 @@ def _from_logits(det: Detector, reps: Representations, data: ImageSet, ctx: Scor
 
 
 def _from_features(det: Detector, reps: Representations, data: ImageSet, ctx: ScoringContext) -> torch.Tensor:
-    head = ctx.model.head
-    return det.score_features(reps.features.to(next(head.parameters()).device), head)
+    return det.score_features(reps.features.to(ctx.device), ctx.model.head)
 
 
 def _from_model(det: Detector, reps: Representations, data: ImageSet, ctx: ScoringContext) -> torch.Tensor:

@@ -118,7 +118,8 @@ def main(cfg: DictConfig) -> Path:
     settings = Settings(epochs=int(cfg.epochs), lr=float(cfg.lr), momentum=float(cfg.momentum),
                         nesterov=bool(cfg.nesterov), weight_decay=float(cfg.weight_decay), lr_min=float(cfg.lr_min),
                         max_steps=None if cfg.max_steps is None else int(cfg.max_steps), amp=amp,
-                        num_workers=int(cfg.num_workers), resume=bool(cfg.resume))
+                        num_workers=int(cfg.num_workers), resume=bool(cfg.resume),
+                        keep_last=None if cfg.keep_last is None else int(cfg.keep_last))
     out = Path(str(cfg.out)).expanduser().resolve()
     log.info("%s on %s: %s | init %s | %s | %s%s", method.name, arch, id_set.describe(),
              init_info.get("name"), batches.describe(), device, " (amp)" if amp else "")

@@ -1,9 +1,9 @@
 """The generic epoch loop: SGD (Nesterov) with a per-step cosine schedule, AMP on CUDA, per-epoch checkpoints.
 
 Each epoch writes ``epoch_NNN.pt`` = ``{'state_dict', 'meta', 'optimizer', 'scheduler', 'scaler', 'epoch'}``
-atomically and rewrites ``log.csv``; the last one is copied to ``final.pt``. ``resume`` continues after the last
-epoch file (a ``max_steps`` run's partial epoch counts as done). A non-finite loss stops the run before the
-bad update, keeping the last good checkpoint.
+atomically (keeping the last ``keep_last``) and rewrites ``log.csv``; the last one is copied to ``final.pt``.
+``resume`` continues after the last epoch file (a ``max_steps`` run's partial epoch counts as done). A
+non-finite loss stops the run before the bad update, keeping the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class Settings:
     amp: bool = False
     num_workers: int = 0
     resume: bool = False
+    keep_last: int | None = 3  # epoch checkpoints kept on disk (None = all); resume needs only the last
 
 
 def cosine_factor(step: int, total: int, lr: float, lr_min: float) -> float:
@@ -184,6 +185,9 @@ def train(model: nn.Module, method: Method, batches: EpochBatches, settings: Set
                          "meta": {**meta, "hyperparams": plain(hyper), "epoch": epoch, "global_step": step,
                                   "partial_epoch": n < len(batches), "last_epoch_log": row}})
         _write_log(out_dir / "log.csv", rows)
+        if settings.keep_last is not None:
+            for _, old in epoch_files(out_dir)[: -max(int(settings.keep_last), 1)]:
+                old.unlink(missing_ok=True)
         log.info("epoch %d/%d: %s", epoch, settings.epochs,
                  " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     if last_good is None:
