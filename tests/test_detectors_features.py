@@ -63,8 +63,10 @@ def test_composition_with_any_logit_score():
         assert torch.allclose(msp.score_features(f, head), MSP().score_logits(shaped_logits))
         assert torch.allclose(energy.score_features(f, head), Energy().score_logits(shaped_logits))
         assert not torch.allclose(msp.score_features(f, head), energy.score_features(f, head))
-    assert msp.softmax_score and not energy.softmax_score and ASH(score=ODIN(1000)).temperature == 1000
+    assert msp.softmax_score and not energy.softmax_score and ASH(score=ODIN(1000, 0.0)).temperature == 1000
     assert msp.params == {"score": "MSP()", "variant": "s", "p": 60.0, "seed": 0}
+    with pytest.raises(OodbenchError, match="epsilon=0"):
+        ASH(score=ODIN(1000, epsilon=0.001))
 
 
 @pytest.mark.parametrize("make", [lambda: ASH("p", 0), lambda: ASH("b", 100), lambda: ASH("s", -5),

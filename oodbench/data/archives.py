@@ -23,24 +23,22 @@ _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def _decode_archive(archive: Path, member_glob: str, size: int | None) -> np.ndarray:
+    """Decode in the archive's own order (one sequential pass: no gzip re-seeks), then sort by file name."""
+    decoded: dict[str, np.ndarray] = {}
     with tarfile.open(archive, "r:*") as tar:
-        members = [
-            m for m in tar.getmembers()
-            if m.isfile() and m.name.lower().endswith(_IMAGE_EXT) and fnmatch.fnmatch(m.name, member_glob)
-        ]
-        members.sort(key=lambda m: m.name)
-        if not members:
-            raise OodbenchError(f"{archive} holds no images matching {member_glob!r}; is it the right archive?")
-        out = []
-        for m in members:
+        for m in tar:
+            if not (m.isfile() and m.name.lower().endswith(_IMAGE_EXT) and fnmatch.fnmatch(m.name, member_glob)):
+                continue
             img = Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB")
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
-            out.append(np.asarray(img, dtype=np.uint8))
-    shapes = {a.shape for a in out}
+            decoded[m.name] = np.asarray(img, dtype=np.uint8)
+    if not decoded:
+        raise OodbenchError(f"{archive} holds no images matching {member_glob!r}; is it the right archive?")
+    shapes = {a.shape for a in decoded.values()}
     if len(shapes) != 1:
         raise OodbenchError(f"{archive}: images of several sizes {sorted(shapes)[:3]}; set `size` to resize")
-    return np.stack(out)
+    return np.stack([decoded[name] for name in sorted(decoded)])
 
 
 def prepare(

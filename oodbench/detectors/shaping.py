@@ -53,6 +53,8 @@ class Shaped(FeatureDetector):
 
     def __init__(self, score: LogitDetector | None = None) -> None:
         self.score = score if score is not None else Energy()
+        if getattr(self.score, "consumes", "logits") != "logits":  # e.g. ODIN with ε > 0
+            raise OodbenchError(f"{self.score} perturbs the input and cannot score shaped logits; use epsilon=0")
 
     def shape(self, features: Tensor) -> Tensor:
         return features
@@ -96,19 +98,16 @@ class ASH(Shaped):
     from a generator seeded with ``seed`` at every call. The paper shapes the pre-pooling map of ImageNet
     ResNets; here, as in its CIFAR DenseNet code, the pooled penultimate vector."""
 
-    VARIANTS = ("p", "b", "s", "rand")
-
     def __init__(self, variant: str = "p", p: float = 90, score: LogitDetector | None = None,
                  seed: int = 0) -> None:
         super().__init__(score)
-        if variant not in self.VARIANTS:
-            raise OodbenchError(f"ASH variant must be one of {', '.join(self.VARIANTS)}, got {variant!r}")
+        if variant not in ("p", "b", "s", "rand"):
+            raise OodbenchError(f"ASH variant must be one of p, b, s, rand; got {variant!r}")
         self.variant, self.p, self.seed = variant, _check_percent("ASH p", p), int(seed)
 
     def shape(self, features: Tensor) -> Tensor:
         flat = features.reshape(len(features), -1)
-        n = flat.shape[1]
-        k = kept_count(n, self.p)
+        n, k = flat.shape[1], kept_count(flat.shape[1], self.p)
         if k < 1:
             raise OodbenchError(f"ASH p={self.p} keeps no activation of {n}; use a smaller p")
         if bool((flat < 0).any()):
