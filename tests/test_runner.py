@@ -137,3 +137,16 @@ def test_cache_key_covers_every_input_and_bad_entries_are_rebuilt(tmp_path):
     bypass = RepresentationCache(tmp_path, enabled=False)
     bypass.get_or_compute(key, compute, "x")
     assert len(calls) == 3 and bypass.hits == 0  # the switch bypasses the cache
+
+
+def test_mahalanobis_ensemble_tunes_per_ood_set(run_cli, tmp_path):
+    """Lee et al.'s ensemble through the runner: Gaussians on ID train, weights on a per-set validation split."""
+    proc = run_cli("detector=mahalanobis_ensemble", "protocol=mahalanobis", "detector.epsilon=0",
+                   "protocol.val_n=40", "protocol.ood_holdout=40", "protocol.max_fit=200", "protocol.max_id=100",
+                   "protocol.max_ood=100", "protocol.bootstrap=0", "ood=[gaussian]", "id.subset=cifar10/cifar10-exact-subset.npz")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mahalanobis_ensemble weights for gaussian" in proc.stdout
+    df = _metrics(proc)
+    assert df.loc[0, "auroc"] > 0.9 and df.loc[0, "n_ood"] == 100 and "first 40 held out" in df.loc[0, "ood_notes"]
+    wrong = run_cli("detector=mahalanobis_ensemble", "ood=[gaussian]", *SMALL)
+    assert "use protocol=mahalanobis" in _one_error_line(wrong)

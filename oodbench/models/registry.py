@@ -148,7 +148,7 @@ def _fit(net: OODNet, state: Mapping[str, Tensor], name: str, arch: str, num_cla
         raise CheckpointError(f"checkpoint {name} keys do not match arch {arch}: missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]} (first 3 of {len(missing)} / {len(unexpected)}); "
                               f"choose the right arch= from {', '.join(sorted(ARCHS))}")
-    head = state.get("fc.weight")
+    head = state.get("fc.weight", state.get("classifier.1.weight"))
     if head is not None and head.shape[0] != num_classes:
         raise CheckpointError(f"checkpoint {name} has {head.shape[0]} output classes but arch {arch} was "
                               f"asked with {num_classes}; pass num_classes={head.shape[0]}")
@@ -203,7 +203,7 @@ def load_classifier(spec: CheckpointSpec | str | None, weights_dir: Path | None 
                                   f"{', '.join(sorted(NORMALIZATIONS))} or give mean=/std=")
         mean, std = _pick(mean, NORMALIZATIONS[normalization][0]), _pick(std, NORMALIZATIONS[normalization][1])
     arch = _pick(arch, known and known.arch, meta.get("arch"))
-    head = state.get("fc.weight")
+    head = state.get("fc.weight", state.get("classifier.1.weight"))
     num_classes = _pick(num_classes, known and known.num_classes, meta.get("num_classes"),
                         None if head is None else int(head.shape[0]))
     mean = _pick(mean, known and known.mean, meta.get("mean"))

@@ -24,7 +24,7 @@ from oodbench.paths import resolve
 from oodbench.runner.build import build, meta
 from oodbench.runner.cache import RepresentationCache, cache_key
 from oodbench.runner.evaluate import evaluate_pair
-from oodbench.runner.fit import fit_detector
+from oodbench.runner.fit import fit_detector, fit_for_set
 from oodbench.runner.forward import Representations, extract, resolve_device
 from oodbench.runner.model import load_model
 from oodbench.runner.provenance import environment, stable_hash, write_csv
@@ -93,8 +93,9 @@ def run(cfg: DictConfig) -> pd.DataFrame:
     id_set = _id_set(s)
     id_reps = s.representations(id_set)
     id_acc = float((id_reps.logits.argmax(1).numpy() == id_set.labels).mean()) if id_set.labels is not None else None
-    log.info("ID %s | accuracy %.2f%% | checkpoint %s (sha256 %s)", id_set.describe(),
-             100 * (id_acc or float("nan")), s.checkpoint["name"], s.checkpoint["sha256"][:12])
+    log.info("ID %s | accuracy %s | checkpoint %s (sha256 %s)", id_set.describe(),
+             "n/a (no labels)" if id_acc is None else f"{100 * id_acc:.2f}%", s.checkpoint["name"],
+             s.checkpoint["sha256"][:12])
 
     detectors: dict[str, Detector] = {}
     id_scores: dict[int, np.ndarray] = {}
@@ -109,10 +110,11 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             rows.append(dict(row, status="not_available", message=str(err)))
             continue
         p = cfg.protocol
-        ood = protocol_subset(ood, holdout=p.ood_holdout, max_images=p.max_ood, seed=p.seed)
         det = _detector_for(cfg, ood_name, detectors)
         if det.needs_fit and not getattr(det, "_fitted", False):
             fit_detector(det, s)
+        det = fit_for_set(det, s, ood)
+        ood = protocol_subset(ood, holdout=p.ood_holdout, max_images=p.max_ood, seed=p.seed)
         t_set = time.time()
         if id(det) not in id_scores:
             id_scores[id(det)] = score_set(det, id_reps, id_set, s.ctx, cfg.detector_name)

@@ -11,6 +11,7 @@ from torch import nn
 
 from oodbench.errors import CheckpointError
 from oodbench.models.registry import CHECKPOINTS, load_classifier
+from oodbench.models.torchvision_nets import hub_hash_prefix, load_torchvision_classifier
 
 
 def load_model(arch: DictConfig, weights_dir: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
@@ -23,7 +24,10 @@ def load_model(arch: DictConfig, weights_dir: Path, device: torch.device) -> tup
                 f"checkpoint {ckpt} is a {spec.arch}, but arch={arch.name} was asked; use arch={spec.arch} "
                 f"or a {arch.name} checkpoint"
             )
-        model, prov = load_classifier(spec, weights_dir)
+        if hub_hash_prefix(spec.filename):  # torchvision weights: weights dir, then the torch hub cache
+            model, prov = load_torchvision_classifier(spec, weights_dir, download=bool(arch.get("download", False)))
+        else:
+            model, prov = load_classifier(spec, weights_dir)
     else:
         path = Path(ckpt).expanduser()
         if not path.is_absolute() and not path.exists():
