@@ -143,7 +143,7 @@ def test_mahalanobis_ensemble_tunes_per_ood_set(run_cli, tmp_path):
     """Lee et al.'s ensemble through the runner: Gaussians on ID train, weights on a per-set validation split."""
     proc = run_cli("detector=mahalanobis_ensemble", "protocol=mahalanobis", "detector.epsilon=0",
                    "protocol.val_n=40", "protocol.ood_holdout=40", "protocol.max_fit=200", "protocol.max_id=100",
-                   "protocol.max_ood=100", "protocol.bootstrap=0", "ood=[gaussian]", "id.subset=cifar10/cifar10-exact-subset.npz")
+                   "protocol.max_ood=100", "protocol.bootstrap=0", "ood=[gaussian]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "mahalanobis_ensemble weights for gaussian" in proc.stdout
     df = _metrics(proc)

@@ -1,0 +1,387 @@
+"""Shared pieces of the table builders: finding our rows, comparison records, protocol facts, Markdown and LaTeX.
+
+Every builder reads stored run rows (``results/runs/<experiment>/*.csv``, fractions) and published numbers
+(``results/paper/*.csv``, percent) and returns ``(long-form DataFrame, Markdown page)``; nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from oodbench.tables import names
+from oodbench.tables.compare import cell, fmt_cell
+
+CELL_KEYS = ("ours", "published", "delta", "noise", "flag")
+TRAIN_METHODS = ("energy_ft", "classifier", "mcd", "oe")  # train.py methods (configs/train/method/)
+
+
+# ---------------------------------------------------------------------------------------------- our rows
+
+def find(runs: pd.DataFrame, **eq: object) -> pd.Series | None:
+    """The first stored row (stable file order) whose columns equal ``eq``; None when there is none."""
+    if runs.empty or any(k not in runs.columns for k in eq):
+        return None
+    mask = pd.Series(True, index=runs.index)
+    for k, v in eq.items():
+        mask &= runs[k] == v
+    hit = runs[mask]
+    return None if hit.empty else hit.iloc[0]
+
+
+def is_ok(row: pd.Series | None) -> bool:
+    return row is not None and row.status == "ok"
+
+
+def status_of(row: pd.Series | None, missing: str, ood_name: str | None = None) -> str:
+    """``ok``; ``not run: <set> data not available here`` for a stored not-available row; else ``missing``."""
+    if is_ok(row):
+        return "ok"
+    if row is not None:
+        what = ood_name or row.get("ood_dataset", "the OOD set")
+        return f"not run: {what} data not available here" if row.status == "not_available" else f"not run: {row.status}"
+    return missing
+
+
+def published_value(x: object) -> float | None:
+    """A published CSV value as a float: ``acc:85.06`` / ``err:5.16`` → 85.06 / 5.16; empty → None."""
+    if x is None:
+        return None
+    if isinstance(x, str):
+        m = re.match(r"\s*(?:acc:|err:)?\s*([-+0-9.]+)", x)
+        return float(m.group(1)) if m else None
+    v = float(x)  # type: ignore[arg-type]
+    return None if math.isnan(v) else v
+
+
+def ours_pct(row: pd.Series | None, metric: str, complement: bool = False) -> tuple[float | None, float | None]:
+    """Our value and its bootstrap standard deviation in percent (``complement``: 100 − value, e.g. TNR = 1 − FPR)."""
+    if not is_ok(row):
+        return None, None
+    std = row.get(f"{metric}_std")
+    value = 100 * row[metric]
+    return (100 - value if complement else value), (100 * std if std is not None else None)
+
+
+def compare(row: pd.Series | None, published: dict[str, object], metrics: Iterable[str],
+            source: dict[str, tuple[str, bool]] | None = None) -> dict[str, dict[str, object]]:
+    """One :func:`compare.cell` per metric; ``source`` maps a published metric to (our column, complement)."""
+    out = {}
+    for m in metrics:
+        col, comp = (source or {}).get(m, (m, False))
+        ours, std = ours_pct(row, col, comp)
+        out[m] = cell(ours, published_value(published.get(m)), std)
+    return out
+
+
+def mean_row(rows: Sequence[pd.Series], metrics: Iterable[str]) -> pd.Series:
+    """The average of several OOD sets' rows (same checkpoint and detector) as one pseudo-row.
+
+    Its ``<metric>_std`` is the mean of the sets' standard deviations: the sets share the ID images, so their
+    errors are correlated, and the mean of the σ's is the bound for perfectly correlated errors.
+    """
+    first = rows[0]
+    out = {k: first[k] for k in first.index if k in ("status", "n_id", "id_acc", "checkpoint", "detector")}
+    out["status"] = "ok"
+    out["n_ood"] = int(sum(int(r.n_ood) for r in rows))
+    for m in metrics:
+        out[m] = sum(float(r[m]) for r in rows) / len(rows)
+        stds = [r.get(f"{m}_std") for r in rows]
+        out[f"{m}_std"] = None if any(s is None or pd.isna(s) for s in stds) else sum(stds) / len(stds)
+    return pd.Series(out)
+
+
+def records(keys: dict[str, object], cells: dict[str, dict[str, object]], status: str,
+            row: pd.Series | None) -> list[dict[str, object]]:
+    """Long-form rows: one per (published row, metric), with n and the comparison cell."""
+    ok = status == "ok"
+    return [{**keys, "metric": m, "status": status, "n_id": row.n_id if ok else None,
+             "n_ood": row.n_ood if ok else None, **{k: c[k] for k in CELL_KEYS}} for m, c in cells.items()]
+
+
+def n_text(row: pd.Series | None) -> str:
+    return f"{int(row.n_id)} / {int(row.n_ood)}" if is_ok(row) else ""
+
+
+def cells_text(cells: dict[str, dict[str, object]]) -> list[str]:
+    return [fmt_cell(c) for c in cells.values()]
+
+
+def pct_text(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------------------------- training runs
+
+def training_method(row: pd.Series, training_dir: Path | None = None) -> str:
+    """How a run's checkpoint was made: a ``train.py`` method (energy_ft, oe, mcd, …), ``pretrained`` for a
+    registered published checkpoint, or ``unknown``.
+
+    Fine-tuned checkpoints are files (their name is the file stem, e.g. ``final``): the method is read from the
+    checkpoint path in the run's config (``…/energy_ft/final.pt``), else from the ``sha256:`` line of a training log
+    ``<method>_*.log`` in ``training_dir`` (``results/training/``), else from a two-head ``*_mcd`` arch.
+    """
+    path = str(json.loads(row.config).get("arch", {}).get("checkpoint", "")) if isinstance(row.get("config"), str) \
+        else str(row.checkpoint)
+    parts = set(re.split(r"[/\\]", path)) | {row.checkpoint}
+    for method in TRAIN_METHODS:
+        if method in parts:
+            return method
+    sha = str(row.get("checkpoint_sha256", ""))
+    if training_dir is not None and Path(training_dir).is_dir() and sha:
+        for log in sorted(Path(training_dir).glob("*.log")):
+            if re.search(rf"sha256:\s*{re.escape(sha)}", log.read_text(errors="replace")):
+                for method in sorted(TRAIN_METHODS, key=len, reverse=True):
+                    if log.name.startswith(method + "_"):
+                        return method
+    if str(row.get("arch", "")).endswith("_mcd"):
+        return "mcd"
+    return "pretrained" if path == str(row.checkpoint) and not re.search(r"[/\\]|\.pt$|\.pth", path) else "unknown"
+
+
+def with_training_method(runs: pd.DataFrame, training_dir: Path | None) -> pd.DataFrame:
+    if runs.empty:
+        return runs
+    runs = runs.copy()
+    runs["train_method"] = [training_method(r, training_dir) for _, r in runs.iterrows()]
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------- protocol facts
+
+def checkpoints_text(ok: pd.DataFrame) -> str:
+    """Each checkpoint with its sha256 prefix; a fine-tuned file (``final``) is named by its training method."""
+    def name(r: object) -> str:
+        how = getattr(r, "train_method", "pretrained")
+        return f"`{r.checkpoint}`" if how == "pretrained" else f"`{r.checkpoint}` ({how} fine-tune)"
+    return ", ".join(sorted({f"{name(r)} (sha256 `{r.checkpoint_sha256[:16]}…`)" for r in ok.itertuples()}))
+
+
+def id_data_text(ok: pd.DataFrame) -> str:
+    return "; ".join(sorted({f"{r.id_source}, top-1 {100 * r.id_acc:.2f} %" for r in ok.itertuples()}))
+
+
+def commits_text(ok: pd.DataFrame) -> str:
+    return ", ".join(sorted({str(c)[:12] for c in ok.git_commit}))
+
+
+def deviations(ok: pd.DataFrame) -> list[str]:
+    return [f"- Deviation: {n}" for n in sorted({n for n in ok.id_notes.dropna()})]
+
+
+def protocol_text(ok: pd.DataFrame) -> str:
+    """The protocol settings our rows were scored under, read from their resolved configs."""
+    out = set()
+    for c in ok.config.dropna().unique():
+        p = json.loads(c).get("protocol", {})
+        cap = "every OOD image" if p.get("max_ood") is None else f"at most {p['max_ood']} OOD images per set (seeded)"
+        out.add(f"`protocol={p.get('name')}`: ID holdout {p.get('id_holdout')}, OOD holdout {p.get('ood_holdout')}, "
+                f"{cap}, `{p.get('metrics')}` metrics, {p.get('bootstrap')} bootstrap resamples")
+    return "; ".join(sorted(out))
+
+
+def ood_counts_text(ok: pd.DataFrame) -> str:
+    counts = ok.groupby("ood_dataset").n_ood.agg(lambda s: sorted({int(x) for x in s}))
+    return ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in counts.items())
+
+
+def run_facts(runs: pd.DataFrame, how: str) -> list[str]:
+    """Bullets with the provenance of the rows a page shows (checkpoints, ID data, protocol, commits)."""
+    ok = runs[runs.status == "ok"] if not runs.empty else runs
+    if ok.empty:
+        return [f"- No stored rows yet: {how}."]
+    return [f"- Checkpoints: {checkpoints_text(ok)}",
+            f"- ID data: {id_data_text(ok)}",
+            f"- Our protocol: {protocol_text(ok)}; ID positive",
+            f"- OOD images scored: {ood_counts_text(ok)}",
+            *deviations(ok),
+            f"- Runs: {how}; git {commits_text(ok)}; per-row device, timings and the resolved config are in those CSVs."]
+
+
+# ---------------------------------------------------------------------------------------------- Markdown
+
+NOISE_NOTE = ("(|Δ| ≤ 2σ; σ = bootstrap over our ID and OOD images, combined with the paper's 0.1-point rounding); "
+              "† marks the others. Cells: ours / published (Δ), percent.")
+
+
+def compared(df: pd.DataFrame) -> pd.DataFrame:
+    """The cells that have both our value and a published one."""
+    if df.empty:
+        return df
+    return df[(df.status == "ok") & df.ours.notna() & df.published.notna()]
+
+
+def noise_summary(df: pd.DataFrame, none: str = "") -> str:
+    cmp = compared(df)
+    if cmp.empty:
+        return f"**No cell compared with a published value.** {none}".rstrip()
+    within = int((cmp.flag == "").sum())
+    return f"**{within} of {len(cmp)} cells reproduced within noise** {NOISE_NOTE}"
+
+
+def flagged_lines(df: pd.DataFrame, label: Callable[[object], str], metric_names: dict[str, str]) -> list[str]:
+    cmp = compared(df)
+    flagged = cmp[cmp.flag != ""] if not cmp.empty else cmp
+    if flagged.empty:
+        return []
+    return ["", "## Cells outside the noise", ""] + [
+        f"- {label(r)} {metric_names[r.metric]}: ours {r.ours:.1f}, published {r.published:.1f}, "
+        f"Δ {r.delta:+.1f}, 2σ {r.noise:.1f}" for r in flagged.itertuples()]
+
+
+def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def counts_by_status(df: pd.DataFrame, keys: Sequence[str]) -> str:
+    """``12 rows: 4 ok, 8 not run: …`` over the published rows (unique ``keys``)."""
+    if df.empty:
+        return "0 rows"
+    rows = df.drop_duplicates(list(keys))
+    parts = [f"{n} {s}" for s, n in sorted(rows.status.value_counts().items(), key=lambda kv: (kv[0] != "ok", kv[0]))]
+    return f"{len(rows)} published rows: " + "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- LaTeX
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "†": r"$^\dagger$", "—": "---",
+        "–": "--", "Δ": r"$\Delta$", "σ": r"$\sigma$", "≤": r"$\le$", "≥": r"$\ge$", "×": r"$\times$",
+        "ε": r"$\varepsilon$", "→": r"$\to$", "≈": r"$\approx$", "±": r"$\pm$", "…": r"\ldots{}", "−": "-",
+        "↓": r"$\downarrow$", "↑": r"$\uparrow$"}
+
+
+def tex_escape(text: str) -> str:
+    text = text.replace("`", "")
+    out = "".join(_TEX.get(ch, ch) for ch in text)
+    return re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", out)
+
+
+def markdown_to_latex(md: str) -> str:
+    """Every Markdown table of a page as a plain LaTeX ``tabular`` (same rows), each under its heading.
+
+    Needs ``\\usepackage[T1]{fontenc}``/UTF-8 input only for characters outside the escape map.
+    """
+    lines, out, heading = md.splitlines(), [], ""
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        if line.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            table = [line]
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                table.append(lines[i])
+                i += 1
+            cells = [[c.strip() for c in r.strip()[1:-1].split("|")] for r in table]
+            width = len(cells[0])
+            out += [f"% {tex_escape(heading)}", r"\begin{tabular}{" + "l" * width + "}", r"\hline",
+                    " & ".join(tex_escape(c) for c in cells[0]) + r" \\", r"\hline"]
+            out += [" & ".join(tex_escape(c) for c in (r + [""] * width)[:width]) + r" \\" for r in cells[1:]]
+            out += [r"\hline", r"\end{tabular}", ""]
+            continue
+        i += 1
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def training_log_facts(training_dir: Path | None) -> list[str]:
+    """One bullet per ``results/training/<method>_*.log``: what was trained on what, and the final sha256."""
+    out = []
+    if training_dir is None or not Path(training_dir).is_dir():
+        return out
+    for log in sorted(Path(training_dir).glob("*.log")):
+        text = log.read_text(errors="replace")
+        what = re.search(r"\] - (\w+ on \S+: .*?) \| (?:cuda|cpu)", text)
+        sha = re.search(r"sha256:\s*([0-9a-f]{16})", text)
+        epochs = re.findall(r"epoch (\d+)/(\d+):", text)
+        if what:
+            done = f"{epochs[-1][0]}/{epochs[-1][1]} epochs" if epochs else "no epoch finished"
+            out.append(f"- `{log.name}`: {what.group(1)}; {done}"
+                       + (f"; final sha256 `{sha.group(1)}…`" if sha else ""))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- ImageNet rows
+
+def imagenet_rows(paper: pd.DataFrame, runs: pd.DataFrame, det_of: Callable[[str], str | None],
+                  metrics: dict[str, str], missing: str) -> tuple[list[dict[str, object]], list[list[str]]]:
+    """Compare published ImageNet rows (4 MOS sets + their average) with stored ``react_imagenet`` rows.
+
+    ``det_of`` maps a published method to our detector (None: not one of ours); ``missing`` is the status of
+    every row when no ImageNet run is stored.
+    """
+    long, md = [], []
+    for p in paper.itertuples():
+        arch, det = names.ARCHS.get(p.arch.split(" (")[0] + " (torchvision)", p.arch), det_of(p.method)
+        if p.ood_dataset == names.IMAGENET_AVERAGE:
+            found = [find(runs, arch=arch, detector=det, ood_dataset=o) for o in names.IMAGENET_OOD.values()]
+            ours = mean_row(found, [*metrics]) if all(is_ok(r) for r in found) else None
+        else:
+            ours = find(runs, arch=arch, detector=det, ood_dataset=names.IMAGENET_OOD[p.ood_dataset])
+        status = status_of(ours, missing if runs.empty else "not run: no such detector here" if det is None
+                           else "not run yet", p.ood_dataset)
+        cells = compare(ours if status == "ok" else None, p._asdict(), metrics)
+        long += records({"arch": arch, "ood": p.ood_dataset, "method": p.method}, cells, status, ours)
+        md.append([p.arch, p.ood_dataset, p.method, *cells_text(cells), status, n_text(ours)])
+    return long, md
+
+
+# ---------------------------------------------------------------------------------------------- our-only grids
+
+def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequence[str], metric: str,
+         complement: bool = False, lower_is_better: bool = False,
+         missing: str = "not run yet") -> tuple[list[list[str]], list[dict[str, object]]]:
+    """Our numbers only: one table row per ``(label, checkpoint, detector)``, one column per OOD set + the mean
+    (over ``sets`` when all are there), in percent; the best value of each column among the rows of the same
+    checkpoint in bold.
+
+    Returns the Markdown rows (label, sets…, mean, status) and long-form records.
+    """
+    values: list[list[float | None]] = []
+    recs: list[dict[str, object]] = []
+    for _, ckpt, det in rows:
+        found = [find(runs, checkpoint=ckpt, detector=det, ood_dataset=s) for s in sets]
+        vals = [ours_pct(r, metric, complement) for r in found]
+        ok = [v for v, _ in vals if v is not None]
+        mean = sum(ok) / len(ok) if ok and len(ok) == len(sets) else None
+        values.append([v for v, _ in vals] + [mean])
+        for s, r, (v, sd) in zip(sets, found, vals):
+            recs.append({"checkpoint": ckpt, "detector": det, "ood": s, "metric": metric + ("_complement" * complement),
+                         "status": "ok" if v is not None else missing, "n_id": r.n_id if v is not None else None,
+                         "n_ood": r.n_ood if v is not None else None, "ours": v, "std": sd})
+        recs.append({"checkpoint": ckpt, "detector": det, "ood": "mean", "metric": metric + ("_complement" * complement),
+                     "status": "ok" if mean is not None else missing, "n_id": None, "n_ood": None, "ours": mean,
+                     "std": None})
+    pick = min if lower_is_better else max
+    best: dict[tuple[str, int], float | None] = {}
+    for ckpt in {c for _, c, _ in rows}:
+        group = [v for (_, c, _), v in zip(rows, values) if c == ckpt]
+        for j in range(len(sets) + 1):
+            col = [v[j] for v in group if v[j] is not None]
+            best[ckpt, j] = round(pick(col), 1) if len(col) > 1 else None
+    out = []
+    for (label, ckpt, _), vals in zip(rows, values):
+        n_ok = sum(v is not None for v in vals[:-1])
+        status = "ok" if n_ok == len(sets) else missing if n_ok == 0 else f"{n_ok} of {len(sets)} sets"
+        cells = [f"**{pct_text(v)}**" if v is not None and round(v, 1) == best[ckpt, j] else pct_text(v)
+                 for j, v in enumerate(vals)]
+        out.append([label, *cells, status])
+    return out, recs
+
+
+def ood_head(sets: Sequence[str], labels: dict[str, str]) -> list[str]:
+    return [labels.get(s, s) for s in sets] + ["mean"]
+
+
+def present_sets(runs: pd.DataFrame, order: Sequence[str]) -> list[str]:
+    """The OOD sets with at least one ok row, in ``order`` (others after, sorted)."""
+    if runs.empty:
+        return []
+    have = set(runs[runs.status == "ok"].ood_dataset)
+    return [s for s in order if s in have] + sorted(have - set(order))
