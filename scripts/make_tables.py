@@ -1,6 +1,7 @@
 """Rebuild every paper table from stored results: ``make tables`` (seconds; never runs a model).
 
-Writes ``results/tables/<table>.md`` and ``.csv``; running it twice gives byte-identical files.
+Writes ``results/tables/<table>.md``, ``.csv`` and ``.tex``; running it twice gives byte-identical files. A table
+whose published-numbers CSV is missing under ``<results>/paper/`` is skipped with a note.
 """
 
 from __future__ import annotations
@@ -13,24 +14,54 @@ import pandas as pd
 
 from oodbench.paths import REPO_ROOT
 from oodbench.runner.provenance import write_csv
-from oodbench.tables import odin_table2
+from oodbench.tables import (
+    ash_cifar,
+    energy_table1,
+    layout,
+    mahalanobis,
+    mcd,
+    msp,
+    odin_table2,
+    posthoc_cifar,
+    react_imagenet,
+    training_cifar10,
+)
 
-# table name -> (builder, published numbers, stored runs)
-TABLES: dict[str, tuple[Callable[[Path, Path], tuple[pd.DataFrame, str]], str, str]] = {
+Builder = Callable[[Path, Path], tuple[pd.DataFrame, str]]
+
+# table name -> (builder, published numbers in results/paper/ (None: our own table), stored runs in results/runs/).
+# Builders that need more than one source read the siblings of these paths (see each module's docstring).
+TABLES: dict[str, tuple[Builder, str | None, str]] = {
     "odin_table2": (odin_table2.build, "odin_liang2018.csv", "odin_table2"),
+    "energy_table1": (energy_table1.build, "energy_liu2020.csv", "posthoc_cifar"),
+    "ash_cifar": (ash_cifar.build, "ash_djurisic2023.csv", "posthoc_cifar"),
+    "mahalanobis": (mahalanobis.build, "seed_tables.csv", "posthoc_cifar"),
+    "msp": (msp.build, "msp_hendrycks2017.csv", "posthoc_cifar"),
+    "mcd": (mcd.build, "mcd_yu2019.csv", "training_cifar10"),
+    "react_imagenet": (react_imagenet.build, "react_sun2021.csv", "react_imagenet"),
+    "posthoc_cifar": (posthoc_cifar.build, None, "posthoc_cifar"),
+    "training_cifar10": (training_cifar10.build, None, "training_cifar10"),
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", type=Path, default=REPO_ROOT / "results")
+    ap.add_argument("--only", nargs="*", choices=sorted(TABLES), help="build only these tables")
     args = ap.parse_args()
     out = args.results / "tables"
     out.mkdir(parents=True, exist_ok=True)
     for name, (builder, paper, runs) in TABLES.items():
-        df, md = builder(args.results / "paper" / paper, args.results / "runs" / runs)
+        if args.only and name not in args.only:
+            continue
+        paper_csv = args.results / "paper" / paper if paper else None
+        if paper_csv is not None and not paper_csv.is_file():
+            print(f"skipped {name}: no published numbers at {paper_csv}")
+            continue
+        df, md = builder(paper_csv, args.results / "runs" / runs)
         write_csv(df, out / f"{name}.csv")
         (out / f"{name}.md").write_text(md)
+        (out / f"{name}.tex").write_text(layout.markdown_to_latex(md))
         print(f"wrote {out / name}.md ({len(df)} cells)")
 
 

@@ -35,8 +35,7 @@ def summarize(sweep_dir: Path) -> pd.DataFrame | None:
         for metric in SHOWN:
             table = ok.pivot_table(index="setting", columns="ood_dataset", values=metric, sort=True) * 100
             table["mean"] = table.mean(axis=1)
-            lines += [f"## {metric} (%)", "", table.round(2).to_markdown() if _has_tabulate() else table.round(2)
-                      .to_string(), ""]
+            lines += [f"## {metric} (%)", "", *_markdown(table), ""]
     for r in df[df.status == "failed"].itertuples():
         lines.append(f"- failed: {r.run_name}: {r.message}")
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
@@ -51,12 +50,11 @@ def _short(params: Any) -> str:
     return ",".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, dict))
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _markdown(table: pd.DataFrame) -> list[str]:
+    cols = [str(c) for c in table.columns]
+    rows = [f"| {table.index.name} | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    rows += [f"| {i} | " + " | ".join(f"{v:.2f}" for v in r) + " |" for i, r in zip(table.index, table.to_numpy())]
+    return rows
 
 
 class SweepSummary(Callback):

@@ -47,7 +47,8 @@ def build(paper_csv: Path, runs_dir: Path) -> tuple[pd.DataFrame, str]:
              *layout.md_table(["Network", "OOD", "Method", *METRICS.values(), "Status", "n ID / OOD"], md_pub)]
     for metric, name in (("fpr95", "FPR95 (lower is better)"), ("auroc", "AUROC (higher is better)")):
         lines += ["", f"## Ours: DICE's DenseNet-BC-100 checkpoints (\"DenseNet-101\" in ASH), CIFAR — {name}", "",
-                  "No published value to compare with (see above); ours only, percent, best of each column per checkpoint in bold.",
+                  "No published value to compare with (see above); ours only, percent, best of each column per "
+                  "checkpoint in bold.",
                   "", *layout.md_table(["Checkpoint / detector", *layout.ood_head(sets, OOD_LABELS), "Status"],
                                        ours_md[metric])]
     return df, "\n".join(lines) + "\n"

@@ -26,6 +26,13 @@ SOURCES = {"SECONDARY-UNVERIFIED": "third-party transcription (secondary, unveri
            "GEM": "GEM README (secondary)", "official README": "official README"}
 WRN_FILES = {"cifar10": "cifar10_wrn_pretrained_epoch_99.pt", "cifar100": "cifar100_wrn_pretrained_epoch_99.pt"}
 DENSENET = {"cifar10": "odin_densenet10", "cifar100": "odin_densenet100"}
+# our DenseNet rows: (label, how the checkpoint was made, detector, from the fine-tuning runs?)
+DENSENET_ROWS = [("Softmax score", "pretrained", "msp", False), ("Energy score", "pretrained", "energy", False),
+                 ("ODIN", "pretrained", "odin", False), ("Mahalanobis", "pretrained", "mahalanobis", False),
+                 ("Softmax score, pretrained (fine-tuning protocol)", "pretrained", "msp", True),
+                 ("Energy score, pretrained (fine-tuning protocol)", "pretrained", "energy", True),
+                 ("Outlier Exposure (OE), MSP score", "oe", "msp", True),
+                 ("Energy fine-tuning, energy score", "energy_ft", "energy", True)]
 TRAIN_HOW = ("python train.py method={m} id={id} arch=densenet100, then python run.py arch.checkpoint=<its final.pt> "
              "detector={d} result_set=training_cifar10 'ood=[isun,lsun_resize,tin_resize,tin_crop,gaussian,uniform]'")
 
@@ -72,21 +79,15 @@ def build(paper_csv: Path, runs_dir: Path) -> tuple[pd.DataFrame, str]:
                          layout.n_text(ours)])
     for id_name, ckpt in DENSENET.items():  # our DenseNet-BC-100: another network, no Δ
         label = next(k for k, v in ID_DATASETS.items() if v == id_name)
-        for method, how, det, src in [("Softmax score", "pretrained", "msp", posthoc),
-                                      ("Energy score", "pretrained", "energy", posthoc),
-                                      ("ODIN", "pretrained", "odin", posthoc),
-                                      ("Mahalanobis", "pretrained", "mahalanobis", posthoc),
-                                      ("Softmax score, pretrained (fine-tuning protocol)", "pretrained", "msp", trained),
-                                      ("Energy score, pretrained (fine-tuning protocol)", "pretrained", "energy", trained),
-                                      ("Outlier Exposure (OE), MSP score", "oe", "msp", trained),
-                                      ("Energy fine-tuning, energy score", "energy_ft", "energy", trained)]:
+        for method, how, det, from_training in DENSENET_ROWS:
+            src = trained if from_training else posthoc
             eq = {"id_dataset": id_name, "detector": det, "train_method": how}
             if how == "pretrained":
                 eq["checkpoint"] = ckpt
             avail = sorted({s for s in ENERGY_SETS if layout.is_ok(layout.find(src, ood_dataset=s, **eq))})
             ours, _ = _average(src, avail, **eq) if avail else (None, [])
             status = "ok" if ours is not None else (
-                "not run yet (python run.py +experiment=posthoc_cifar)" if src is posthoc
+                "not run yet (python run.py +experiment=posthoc_cifar)" if not from_training
                 else "not run: fine-tuning was run for CIFAR-10 only" if id_name != "cifar10"
                 else "not run yet (" + TRAIN_HOW.format(m=how, id=id_name, d=det) + ")" if how != "pretrained"
                 else "not run yet (python run.py arch.weights=odin detector=" + det + " result_set=training_cifar10)")
@@ -101,7 +102,9 @@ def build(paper_csv: Path, runs_dir: Path) -> tuple[pd.DataFrame, str]:
     shown = posthoc[posthoc.checkpoint.isin(DENSENET.values()) & posthoc.detector.isin(["msp", "energy", "odin",
                                                                                        "mahalanobis"])] \
         if not posthoc.empty else posthoc
-    return df, _markdown(df, wrn_rows, dn_rows, shown, trained, training)
+    used = trained[trained.train_method.isin(["pretrained", "oe", "energy_ft"]) & trained.detector.isin(
+        ["msp", "energy"])] if not trained.empty else trained
+    return df, _markdown(df, wrn_rows, dn_rows, shown, used, training)
 
 
 def _markdown(df, wrn_rows, dn_rows, posthoc, trained, training) -> str:
@@ -111,14 +114,14 @@ def _markdown(df, wrn_rows, dn_rows, posthoc, trained, training) -> str:
                                                       "`results/runs/posthoc_cifar/`"),
              *layout.run_facts(trained, "fine-tuned checkpoints scored with `result_set=training_cifar10`; stored "
                                         "rows `results/runs/training_cifar10/`"),
-             *layout.training_log_facts(training), "",
+             *[x for x in layout.training_log_facts(training) if x.startswith(("- `oe_", "- `energy_ft_"))], "",
              layout.noise_summary(df, "Every published row is WRN-40-2, whose weights are not here; the DenseNet "
                                       "block below is another network and is shown without Δ."),
              "", "## WRN-40-2 — the published table (every source)", "",
              *layout.md_table(["Source", "ID", "Method", *metric_head, "Status", "n ID / OOD"], wrn_rows),
              "", "## DenseNet-BC-100 (ODIN checkpoint), same protocol family — a different network, not a reproduction",
-             "", "Our numbers only (percent), averaged over the paper's OOD sets that exist here (column *OOD sets*); "
-                 "the WRN-40-2 values above are not comparable cell by cell.", "",
+             "", "Our numbers only (percent), averaged over the paper's OOD sets that exist here (column *OOD sets "
+                 "averaged*); the WRN-40-2 values above are not comparable cell by cell.", "",
              *layout.md_table(["ID", "Method", *metric_head, "OOD sets averaged", "Status", "n ID / OOD (sum)"],
                               dn_rows)]
     return "\n".join(lines) + "\n"

@@ -200,7 +200,8 @@ def run_facts(runs: pd.DataFrame, how: str) -> list[str]:
             f"- Our protocol: {protocol_text(ok)}; ID positive",
             f"- OOD images scored: {ood_counts_text(ok)}",
             *deviations(ok),
-            f"- Runs: {how}; git {commits_text(ok)}; per-row device, timings and the resolved config are in those CSVs."]
+            f"- Runs: {how}; git {commits_text(ok)}; per-row device, timings and the resolved config are in those "
+            "CSVs."]
 
 
 # ---------------------------------------------------------------------------------------------- Markdown
@@ -345,6 +346,7 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
     """
     values: list[list[float | None]] = []
     recs: list[dict[str, object]] = []
+    name = metric + ("_complement" if complement else "")
     for _, ckpt, det in rows:
         found = [find(runs, checkpoint=ckpt, detector=det, ood_dataset=s) for s in sets]
         vals = [ours_pct(r, metric, complement) for r in found]
@@ -352,10 +354,10 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
         mean = sum(ok) / len(ok) if ok and len(ok) == len(sets) else None
         values.append([v for v, _ in vals] + [mean])
         for s, r, (v, sd) in zip(sets, found, vals):
-            recs.append({"checkpoint": ckpt, "detector": det, "ood": s, "metric": metric + ("_complement" * complement),
+            recs.append({"checkpoint": ckpt, "detector": det, "ood": s, "metric": name,
                          "status": "ok" if v is not None else missing, "n_id": r.n_id if v is not None else None,
                          "n_ood": r.n_ood if v is not None else None, "ours": v, "std": sd})
-        recs.append({"checkpoint": ckpt, "detector": det, "ood": "mean", "metric": metric + ("_complement" * complement),
+        recs.append({"checkpoint": ckpt, "detector": det, "ood": "mean", "metric": name,
                      "status": "ok" if mean is not None else missing, "n_id": None, "n_ood": None, "ours": mean,
                      "std": None})
     pick = min if lower_is_better else max

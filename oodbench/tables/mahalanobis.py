@@ -73,7 +73,7 @@ PROTOCOL = [
     "regression on 1,000 ID + 1,000 OOD validation images; ID positive. Published values come from a secondary "
     "transcription (a 2024 seminar slide deck), and rows 2–4 of the ablation have unreadable flags. **Ours**: "
     "`detector=mahalanobis` (penultimate layer only, no input noise; means and tied covariance fit on the exact "
-    "training subsets: 5,085 CIFAR-10 and only 486 CIFAR-100 images, about 5 per class) under the `posthoc_cifar` protocol (exact ID test subsets, "
-    "every OOD image, exact metrics, ID positive). The full method is implemented "
+    "training subsets: 5,085 CIFAR-10 and only 486 CIFAR-100 images, about 5 per class) under the `posthoc_cifar` "
+    "protocol (exact ID test subsets, every OOD image, exact metrics, ID positive). The full method is implemented "
     "(`detector=mahalanobis_ensemble`, `protocol=mahalanobis`) but has no stored run.",
 ]

@@ -22,7 +22,8 @@ def _method(checkpoint_path: str) -> str:
     return p.parent.name if p.suffix == ".pt" else p.name
 
 
-def build(runs_dir: Path) -> tuple[pd.DataFrame, str]:
+def build(paper_csv: Path | None, runs_dir: Path) -> tuple[pd.DataFrame, str]:
+    """Our own table (``paper_csv`` unused: the Energy/OE/MCD papers' rows are on their own pages)."""
     runs = load_runs(runs_dir)
     if runs.empty:
         return runs, "# Training-time methods on CIFAR-10\n\nNo stored runs yet.\n"
