@@ -18,8 +18,10 @@ lint:
 tables:           ## rebuild every paper table from stored results (no model runs)
 	$(PYTHON) scripts/make_tables.py
 
-reproduce:        ## run whatever stored results are missing (resumable; finished cells are skipped)
-	$(PYTHON) run.py +experiment=odin_table2
+PRESETS ?= odin_table2 posthoc_cifar energy_table1 ash_cifar mahalanobis_densenet react_imagenet
+
+reproduce:        ## run every preset's missing cells (resumable; cells that cannot run here record why)
+	for p in $(PRESETS); do $(PYTHON) run.py +experiment=$$p || exit 1; done
 
 bench:            ## results/bench.md: one cached pass vs per-detector passes (CPU, ~6 min)
 	$(PYTHON) scripts/bench.py

@@ -150,3 +150,19 @@ def test_mahalanobis_ensemble_tunes_per_ood_set(run_cli, tmp_path):
     assert df.loc[0, "auroc"] > 0.9 and df.loc[0, "n_ood"] == 100 and "first 40 held out" in df.loc[0, "ood_notes"]
     wrong = run_cli("detector=mahalanobis_ensemble", "ood=[gaussian]", *SMALL)
     assert "use protocol=mahalanobis" in _one_error_line(wrong)
+
+
+def test_energy_protocol_averages_seeded_draws():
+    from functools import partial
+
+    from oodbench.metrics import compute_all, fpr_at_tpr
+    from oodbench.runner.evaluate import _mean_over_draws
+
+    rng = np.random.default_rng(0)
+    ids, oods = rng.normal(1, 1, 300), rng.normal(0, 1, 5000)
+    got = _mean_over_draws(ids, oods, partial(compute_all), draws=3, size=200, seed=7)
+    draw = np.random.default_rng(7)
+    picks = [oods[draw.choice(5000, size=200, replace=False)] for _ in range(3)]
+    assert got["auroc"] == pytest.approx(np.mean([compute_all(ids, o)["auroc"] for o in picks]))
+    assert got["fpr95"] == pytest.approx(np.mean([fpr_at_tpr(ids, o, rule="nearest") for o in picks]))
+    assert got == _mean_over_draws(ids, oods, partial(compute_all), draws=3, size=200, seed=7)
