@@ -143,6 +143,9 @@ def main() -> None:
     if device.type == "cuda":
         lines.append(f"- peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
         lines += ["", *_gpu_figures(model, id_set, oods["isun"], device, args.batch_size)]
+    else:
+        lines += ["", "GPU figures (fp32 vs bf16 autocast, channels_last, AMP scores vs fp32) are not in this run: "
+                  "`python scripts/bench.py --device cuda` on a GPU machine adds them."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
