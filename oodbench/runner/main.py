@@ -118,7 +118,8 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         t_set = time.time()
         if id(det) not in id_scores:
             id_scores[id(det)] = score_set(det, id_reps, id_set, s.ctx, cfg.detector_name)
-        ood_scores = score_set(det, s.representations(ood), ood, s.ctx, cfg.detector_name)
+        reps = s.representations(ood) if det.consumes != "model" else None  # no pass a detector won't read
+        ood_scores = score_set(det, reps, ood, s.ctx, cfg.detector_name)
         metrics = evaluate_pair(id_scores[id(det)], ood_scores, det, cfg, s.checkpoint["num_classes"])
         scores_out[f"id__{ood_name}"], scores_out[f"ood__{ood_name}"] = id_scores[id(det)], ood_scores
         rows.append(dict(

@@ -44,7 +44,7 @@ SCORERS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def score_set(
-    det: Detector, reps: Representations, data: ImageSet, ctx: ScoringContext, detector_name: str
+    det: Detector, reps: Representations | None, data: ImageSet, ctx: ScoringContext, detector_name: str
 ) -> np.ndarray:
     """(N,) float64 scores; NaN or inf is an error, never a silently wrong metric."""
     with torch.no_grad() if det.consumes != "model" else torch.enable_grad():
