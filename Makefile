@@ -23,5 +23,5 @@ PRESETS ?= odin_table2 posthoc_cifar energy_table1 ash_cifar mahalanobis_densene
 reproduce:        ## run every preset's missing cells (resumable; cells that cannot run here record why)
 	for p in $(PRESETS); do $(PYTHON) run.py +experiment=$$p || exit 1; done
 
-bench:            ## results/bench.md: one cached pass vs per-detector passes (CPU, ~6 min)
+bench:            ## results/bench.md: one cached pass vs per-detector passes (CPU, ~3.5 min measured)
 	$(PYTHON) scripts/bench.py

@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from oodbench.data.base import protocol_subset
+from oodbench.data.cifar import load_cifar
 from oodbench.detectors.base import FitData
 from oodbench.metrics import compute_all
 from oodbench.models.registry import load_classifier
 from oodbench.paths import REPO_ROOT, resolve
+from oodbench.runner.build import build
 from oodbench.runner.forward import extract, resolve_device
 from oodbench.runner.provenance import git_commit
 from oodbench.runner.scoring import ScoringContext, score_set
@@ -38,22 +39,20 @@ DETECTORS = ["msp", "energy", "maxlogit", "mahalanobis", "react", "dice", "knn",
 ASH_P = [60, 65, 70, 75, 80, 85, 90, 95]
 
 
-def _configs() -> list[tuple[str, dict]]:
-    """Every detector configuration of the table: name and resolved Hydra node."""
-    out = []
-    for name in DETECTORS:
-        node = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "configs" / "detector" / f"{name}.yaml"))
-        node.pop("meta", None)
-        out.append((name, node))
-    ash = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "configs" / "detector" / "ash.yaml"))
-    out += [(f"ash_{v}{p}", {**ash, "variant": v, "p": p}) for v in "pbs" for p in ASH_P]
+def _node(group: str, name: str) -> DictConfig:
+    return OmegaConf.load(REPO_ROOT / "configs" / group / f"{name}.yaml")
+
+
+def _configs() -> list[tuple[str, DictConfig]]:
+    """Every detector configuration of the table: name and its config node (built by the runner's ``build``)."""
+    out = [(name, _node("detector", name)) for name in DETECTORS]
+    ash = _node("detector", "ash")
+    out += [(f"ash_{v}{p}", OmegaConf.merge(ash, {"variant": v, "p": p})) for v in "pbs" for p in ASH_P]
     return out
 
 
 def _load_set(name: str, data: Path, cache: Path):
-    node = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "configs" / "ood" / f"{name}.yaml"))
-    node.pop("meta", None)
-    return instantiate(node, data_dir=str(data), cache_dir=str(cache))
+    return build(_node("ood", name), f"OOD set {name}", data_dir=str(data), cache_dir=str(cache))
 
 
 def _timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -77,8 +76,6 @@ def main() -> None:
     data, cache = resolve("data"), resolve("cache")
     model, prov = load_classifier(args.checkpoint, resolve("weights"))
     model = model.to(device)
-    from oodbench.data.cifar import load_cifar
-
     kw = dict(data_dir=str(data), subset="cifar10/cifar10-exact-subset.npz")
     id_set = load_cifar("cifar10", **kw)
     fit_set = protocol_subset(load_cifar("cifar10", split="train", **kw), max_images=args.max_fit)
@@ -116,7 +113,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for name, node in configs:
         t = time.perf_counter()
-        det = instantiate(node)
+        det = build(node, f"detector {name}")
         if det.needs_fit:
             det.fit(fit)
         ids = score_set(det, reps["id"], id_set, ctx, name)

@@ -98,7 +98,7 @@ def run(cfg: DictConfig) -> pd.DataFrame:
              s.checkpoint["sha256"][:12])
 
     detectors: dict[str, Detector] = {}
-    id_scores: dict[int, np.ndarray] = {}
+    id_scores: dict[Detector, np.ndarray] = {}  # keyed by the object: per-set clones never share an entry
     base = _base_row(cfg, s, id_set, id_acc)
     rows, scores_out = [], {}
     for ood_name, node in cfg.ood.items():
@@ -116,12 +116,12 @@ def run(cfg: DictConfig) -> pd.DataFrame:
         det = fit_for_set(det, s, ood)
         ood = protocol_subset(ood, holdout=p.ood_holdout, max_images=p.max_ood, seed=p.seed)
         t_set = time.time()
-        if id(det) not in id_scores:
-            id_scores[id(det)] = score_set(det, id_reps, id_set, s.ctx, cfg.detector_name)
+        if det not in id_scores:
+            id_scores[det] = score_set(det, id_reps, id_set, s.ctx, cfg.detector_name)
         reps = s.representations(ood) if det.consumes != "model" else None  # no pass a detector won't read
         ood_scores = score_set(det, reps, ood, s.ctx, cfg.detector_name)
-        metrics = evaluate_pair(id_scores[id(det)], ood_scores, det, cfg, s.checkpoint["num_classes"])
-        scores_out[f"id__{ood_name}"], scores_out[f"ood__{ood_name}"] = id_scores[id(det)], ood_scores
+        metrics = evaluate_pair(id_scores[det], ood_scores, det, cfg, s.checkpoint["num_classes"])
+        scores_out[f"id__{ood_name}"], scores_out[f"ood__{ood_name}"] = id_scores[det], ood_scores
         rows.append(dict(
             row, status="ok", message="", detector_params=_json(det.params), ood_source=ood.describe(),
             ood_notes="; ".join(ood.notes), n_ood=len(ood), seconds=round(time.time() - t_set, 2), **metrics,
