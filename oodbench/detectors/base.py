@@ -17,6 +17,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from oodbench.data.base import ImageSet
+
 
 @dataclass
 class FitData:
@@ -27,6 +29,23 @@ class FitData:
     logits: torch.Tensor
     head: nn.Module
     source: str
+    images: ImageSet | None = None
+    model: nn.Module | None = None
+    device: torch.device | None = None
+    batch_size: int = 128
+
+
+@dataclass
+class PerSetData:
+    """Handed to ``fit_per_set`` once per OOD set: validation splits the protocol keeps out of the test."""
+
+    model: nn.Module
+    device: torch.device
+    batch_size: int
+    val_id: ImageSet
+    val_ood: ImageSet
+    ood_name: str
+    seed: int
 
 
 class Detector(ABC):
@@ -34,9 +53,14 @@ class Detector(ABC):
 
     consumes: ClassVar[str]
     needs_fit: ClassVar[bool] = False
+    tunes_per_set: ClassVar[bool] = False
 
     def fit(self, data: FitData) -> None:  # noqa: B027 - optional hook
         """Fit on ID training data (no-op for methods that need none)."""
+
+    def fit_per_set(self, data: PerSetData) -> Detector:
+        """A copy tuned on one OOD set's validation split (``tunes_per_set``); never mutates ``self``."""
+        return self
 
     @property
     def params(self) -> dict:
