@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from oodbench.data.base import ImageSet
 from oodbench.detectors.base import FitData, ModelDetector, PerSetData
-from oodbench.detectors.gradient_grid import grid_scores, signed_gradient, step
+from oodbench.detectors.gradient_grid import grid_scores, signed_gradient
 from oodbench.detectors.odin import ODIN
 from oodbench.errors import OodbenchError
 
@@ -84,7 +84,8 @@ class TunedODIN(ODIN):
         return torch.cat(out, dim=2)
 
     def fit_per_set(self, data: PerSetData) -> TunedODIN:
-        s_id, s_ood = (self.grid(data.model, d, data.device, data.batch_size).numpy() for d in (data.val_id, data.val_ood))
+        s_id, s_ood = (self.grid(data.model, d, data.device, data.batch_size).numpy()
+                       for d in (data.val_id, data.val_ood))
         best: tuple[float, float, float] | None = None
         for i, t in enumerate(self.temperatures):
             for j, e in enumerate(self.epsilons):
