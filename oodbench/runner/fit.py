@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from oodbench.data.base import ImageSet, protocol_subset, to_tensor
-from oodbench.detectors.base import Detector, FitData
+from oodbench.detectors.base import Detector, FitData, PerSetData
 from oodbench.detectors.distance import MahalanobisEnsemble
 from oodbench.errors import DataNotAvailable, OodbenchError
 from oodbench.runner.forward import map_batches
@@ -39,7 +39,8 @@ def fit_detector(det: Detector, s: Session) -> None:
     train = _train_split(s)
     reps = s.representations(train)
     log.info("fit %s on %s", s.cfg.detector_name, train.describe())
-    det.fit(FitData(reps.features, torch.from_numpy(train.labels), reps.logits, s.model.head, train.describe()))
+    det.fit(FitData(reps.features, torch.from_numpy(train.labels), reps.logits, s.model.head, train.describe(),
+                    images=train, model=s.model, device=s.device, batch_size=s.cfg.batch_size))
     det._fitted = True
     det._fit_source = train.describe()
 
@@ -76,6 +77,24 @@ def _fit_mahalanobis_ensemble(det: MahalanobisEnsemble, s: Session, ood_full: Im
 PER_SET_FITTERS: dict[type, Callable[..., Detector]] = {MahalanobisEnsemble: _fit_mahalanobis_ensemble}
 
 
+def _tune_for_set(det: Detector, s: Session, ood_full: ImageSet) -> Detector:
+    """``fit_per_set`` on the protocol's validation split: the first ``val_n`` images of the OOD set (the holdout
+    keeps them out of the test) and the ID test images the protocol held out (``Session.id_val``)."""
+    p = s.cfg.protocol
+    n_val = int(p.get("val_n") or 0)
+    if not n_val or p.ood_holdout < n_val or s.id_val is None or len(s.id_val) == 0:
+        raise OodbenchError(
+            f"{s.cfg.detector_name} is tuned per OOD set on a validation split; use protocol=mahalanobis_table2 "
+            f"(an ID test holdout and ood_holdout >= val_n > 0), not {p.name}"
+        )
+    val_ood = ood_full.select(np.arange(min(n_val, len(ood_full))))
+    log.info("tune %s for %s on %d ID + %d OOD validation images", s.cfg.detector_name, ood_full.name,
+             len(s.id_val), len(val_ood))
+    return det.fit_per_set(PerSetData(s.model, s.device, s.cfg.batch_size, s.id_val, val_ood, ood_full.name, p.seed))
+
+
 def fit_for_set(det: Detector, s: Session, ood_full: ImageSet) -> Detector:
+    if det.tunes_per_set:
+        return _tune_for_set(det, s, ood_full)
     fitter = PER_SET_FITTERS.get(type(det))
     return det if fitter is None else fitter(det, s, ood_full)

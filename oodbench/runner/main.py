@@ -44,6 +44,7 @@ class Session:
         self.model, self.checkpoint = load_model(cfg.arch, self.paths["weights"], self.device)
         self.cache = RepresentationCache(self.paths["cache"], enabled=cfg.cache)
         self.ctx = ScoringContext(self.model, self.device, cfg.batch_size)
+        self.id_val: ImageSet | None = None  # ID test images a protocol holds out for per-set tuning
 
     def load_set(self, node: DictConfig, what: str, **overrides: Any) -> ImageSet:
         return build(node, what, data_dir=str(self.paths["data"]), cache_dir=str(self.paths["cache"]), **overrides)
@@ -68,13 +69,18 @@ def _id_set(s: Session) -> ImageSet:
             f"{s.cfg.id.name} has {classes}; pick the matching checkpoint (arch.weights=..., id=...)"
         )
     holdout = p.id_holdout
-    if holdout and len(full) - holdout < p.min_id_after_holdout:
+    if holdout and len(full) - holdout < p.min_id_after_holdout and p.get("id_holdout_fallback") == "half":
+        holdout = len(full) // 2
+        full = full.select(np.arange(len(full)), note=f"protocol holdout of {p.id_holdout} ID images replaced by "
+                           f"the first half ({holdout}): only {len(full)} available")
+    elif holdout and len(full) - holdout < p.min_id_after_holdout:
         full = full.select(
             np.arange(len(full)),
             note=f"protocol holdout of the first {holdout} ID images not applied: only {len(full)} available; "
             "all are scored (the detector's hyper-parameters are fixed, nothing is tuned on them)",
         )
         holdout = 0
+    s.id_val = full.select(np.arange(holdout), note="ID validation split") if holdout else None
     return protocol_subset(full, holdout=holdout, max_images=p.max_id, seed=p.seed)
 
 
