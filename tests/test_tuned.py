@@ -147,3 +147,15 @@ def test_bad_grids_are_one_clear_error():
         TunedODIN(temperatures=())
     with pytest.raises(OodbenchError, match="noise grid"):
         TunedMahalanobis(noises=(-0.1,))
+
+
+def test_id_validation_grid_is_computed_once_per_run(monkeypatch):
+    model, val_id = _model(), _set(40, 0)
+    det = TunedODIN(temperatures=(1, 1000), epsilons=(0.0, 0.002))
+    calls = []
+    grid = det.grid
+    monkeypatch.setattr(det, "grid", lambda m, d, *a: calls.append(d.name) or grid(m, d, *a))
+    first = det.fit_per_set(_per_set(model, val_id, _set(40, 5, ood=True)))
+    second = det.fit_per_set(_per_set(model, val_id, _set(40, 8, ood=True)))
+    assert calls == ["toy0", "toy5", "toy8"]  # the ID grid once, each OOD set's once
+    assert "_id_grids" not in vars(first) and "_id_grids" not in vars(second)

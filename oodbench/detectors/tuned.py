@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from oodbench.errors import OodbenchError
 ODIN_TEMPERATURES = (1.0, 10.0, 100.0, 1000.0)
 ODIN_EPSILONS = (0.0, 0.0005, 0.001, 0.0014, 0.002, 0.0024, 0.005, 0.01, 0.05, 0.1, 0.2)
 MAHALANOBIS_NOISES = (0.0, 0.01, 0.005, 0.002, 0.0014, 0.001, 0.0005)
+D = TypeVar("D", bound=ModelDetector)
 
 
 def tnr_at_tpr95(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
@@ -56,6 +58,23 @@ def tnr_at_tpr95(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
 def _device_batches(data: ImageSet, device: torch.device, batch_size: int):
     for x in data.batches(batch_size):
         yield x.to(device)
+
+
+def _clone(det: D) -> D:
+    """A deep copy of ``det`` without its memo of validation grids."""
+    clone = copy.copy(det)
+    clone.__dict__ = copy.deepcopy({k: v for k, v in vars(det).items() if k != "_id_grids"})
+    return clone
+
+
+def _val_grids(det: ModelDetector, data: PerSetData) -> tuple[np.ndarray, np.ndarray]:
+    """``det.grid`` of the ID and the OOD validation images; the ID grid is the same for every OOD set of a run,
+    so it is computed once per (model, ID images) and kept on ``det``."""
+    memo = det.__dict__.setdefault("_id_grids", {})
+    key = (id(data.model), data.val_id.content_id, data.val_id.index_digest(), len(data.val_id))
+    if key not in memo:
+        memo[key] = np.asarray(det.grid(data.model, data.val_id, data.device, data.batch_size))
+    return memo[key], np.asarray(det.grid(data.model, data.val_ood, data.device, data.batch_size))
 
 
 class TunedODIN(ODIN):
@@ -84,8 +103,7 @@ class TunedODIN(ODIN):
         return torch.cat(out, dim=2)
 
     def fit_per_set(self, data: PerSetData) -> TunedODIN:
-        s_id, s_ood = (self.grid(data.model, d, data.device, data.batch_size).numpy()
-                       for d in (data.val_id, data.val_ood))
+        s_id, s_ood = _val_grids(self, data)
         best: tuple[float, float, float] | None = None
         for i, t in enumerate(self.temperatures):
             for j, e in enumerate(self.epsilons):
@@ -96,7 +114,7 @@ class TunedODIN(ODIN):
                     best = (tnr, t, e)
         if best is None:
             raise OodbenchError("odin_tuned: the grid holds nothing but the baseline (T=1, eps=0)")
-        tuned = copy.deepcopy(self)
+        tuned = _clone(self)
         tuned.temperature, tuned.epsilon = best[1], best[2]
         tuned._val = {"tnr95": best[0], "n_id": len(data.val_id), "n_ood": len(data.val_ood)}
         return tuned
@@ -186,7 +204,7 @@ class TunedMahalanobis(ModelDetector):
         return torch.cat(parts, dim=1).numpy()
 
     def fit_per_set(self, data: PerSetData) -> TunedMahalanobis:
-        g_id, g_ood = (self.grid(data.model, d, data.device, data.batch_size) for d in (data.val_id, data.val_ood))
+        g_id, g_ood = _val_grids(self, data)
         h_id, h_ood = g_id.shape[1] // 2, g_ood.shape[1] // 2
         if min(h_id, h_ood) < 5:
             raise OodbenchError(f"mahalanobis_tuned needs >= 10 validation images per side, got "
@@ -198,7 +216,7 @@ class TunedMahalanobis(ModelDetector):
             if best is None or tnr > best[0]:
                 best = (tnr, i, w, b)
         assert best is not None
-        tuned = copy.deepcopy(self)
+        tuned = _clone(self)
         tuned.epsilon, tuned.layer_weights, tuned.bias = self.noises[best[1]], best[2].tolist(), best[3]
         tuned._val = {"tnr95": best[0], "n_id": int(g_id.shape[1]), "n_ood": int(g_ood.shape[1])}
         return tuned
