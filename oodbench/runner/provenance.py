@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,8 +19,10 @@ from oodbench.errors import OodbenchError
 from oodbench.paths import REPO_ROOT
 
 
+@functools.cache
 def git_commit() -> str:
-    """The repo's HEAD commit, with ``+dirty`` when tracked files are modified.
+    """The repo's HEAD commit, with ``+dirty`` when tracked files are modified, read once per process: a
+    multirun whose checkout moves on while it runs still records the code it loaded.
 
     Outside a git checkout (e.g. a copy of the tree on a GPU machine) ``OODBENCH_GIT_COMMIT`` says it, else
     ``unknown``.
