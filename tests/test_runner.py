@@ -68,8 +68,9 @@ def test_experiment_rows_are_stored_and_resume_skips(run_cli, tmp_path):
 
 def test_sweep_records_a_failing_cell_and_goes_on(run_cli):
     proc = run_cli("-m", "detector=energy", "detector.temperature=0,1", "ood=[gaussian]", *SMALL)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 2, proc.stderr[-2000:]  # the sweep finishes every cell, then fails as a whole
     assert "cell failed" in proc.stderr and "temperature must be > 0" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("oodbench: error: 1 of 2 cells failed")
     assert proc.stdout.count("ood_dataset") == 1  # the good cell printed its table
 
 
@@ -84,7 +85,7 @@ def test_sweep_records_a_failing_cell_and_goes_on(run_cli):
         (("arch=wrn40_2", "arch.checkpoint=odin_densenet10"), "is a densenet100, but arch=wrn40_2 was asked"),
         (("arch=wrn40_2",), "checkpoint energy_wrn40_2_cifar10 not found"),
         (("ood=[svhn]",), "no OOD set could be evaluated: OOD set svhn not available"),
-        (("result_set=unit", "paths.results=/etc/hostname/sub"), "cannot write results to /etc/hostname/sub"),
+        (("result_set=unit", "paths.results=/etc/hostname/sub"), "results directory /etc/hostname/sub is not writable"),
     ],
 )
 def test_bad_input_is_one_clear_line(run_cli, args, expected):

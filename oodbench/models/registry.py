@@ -192,10 +192,13 @@ def load_classifier(spec: CheckpointSpec | str | None, weights_dir: Path | None 
         raise CheckpointError(f"checkpoint {name} not found at {file}; download it from {known.url}{how}, "
                               f"save it as {known.filename} in {root} or set OODBENCH_WEIGHTS to its folder")
     digest = sha256_of(file)
+    if known is None:  # an unregistered path whose bytes are a registered checkpoint: its sha256 identifies it
+        known = next((c for c in CHECKPOINTS.values() if c.sha256 == digest), None)
     if known and known.sha256 and verify_sha256 and digest != known.sha256:
         raise CheckpointError(f"checkpoint {name} at {file} has sha256 {digest[:12]}... but {known.sha256[:12]}... "
                               f"is expected: the file is corrupt or another checkpoint; re-download it from "
-                              f"{known.url} (or pass verify_sha256=False to use it anyway)")
+                              f"{known.url}, or pass your own file by path (arch.checkpoint=/path/to/file) to use it "
+                              "as an unregistered checkpoint")
     state, meta, fmt = read_state_dict(file)
     if normalization is not None:
         if normalization not in NORMALIZATIONS:

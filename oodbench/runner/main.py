@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from oodbench.data.base import ImageSet, protocol_subset
@@ -23,13 +24,14 @@ from oodbench.errors import DataNotAvailable, OodbenchError
 from oodbench.paths import resolve
 from oodbench.runner.build import build, meta
 from oodbench.runner.cache import RepresentationCache, cache_key
+from oodbench.runner.checks import write_failure
 from oodbench.runner.evaluate import evaluate_pair
 from oodbench.runner.fit import fit_detector, fit_for_set
 from oodbench.runner.forward import Representations, extract, resolve_device
 from oodbench.runner.model import load_model
 from oodbench.runner.provenance import environment, stable_hash, write_csv
-from oodbench.runner.provenance import git_commit as environment_commit
 from oodbench.runner.scoring import ScoringContext, score_set
+from oodbench.runner.store import identity_columns, inputs_identity, load_stored, result_path
 
 log = logging.getLogger("oodbench")
 
@@ -54,9 +56,19 @@ class Session:
             checkpoint=self.checkpoint["sha256"], data=data.content_id, indices=data.index_digest(),
             n=len(data), transform="pixels01", layers="logits+penultimate", dtype="float32",
         )
-        return self.cache.get_or_compute(
-            key, lambda: extract(self.model, data, self.device, self.cfg.batch_size), data.name
-        )
+        try:
+            return self.cache.get_or_compute(key, lambda: self._extract(data), data.name)
+        except OSError as err:
+            raise write_failure(err, self.cache.root, f"the representation cache entry of {data.name}") from None
+
+    def _extract(self, data: ImageSet) -> Representations:
+        """One forward pass; non-finite outputs are an error (and never cached), not a silently wrong score."""
+        reps = extract(self.model, data, self.device, self.cfg.batch_size)
+        bad = int((~torch.isfinite(reps.logits)).any(1).sum() + (~torch.isfinite(reps.features)).any(1).sum())
+        if bad:
+            raise OodbenchError(f"the network produced non-finite logits or features on {bad} images of {data.name}; "
+                                f"the checkpoint {self.checkpoint['name']} or the inputs are broken (nothing cached)")
+        return reps
 
 
 def _id_set(s: Session) -> ImageSet:
@@ -92,35 +104,77 @@ def _detector_for(cfg: DictConfig, ood_name: str, built: dict[str, Detector]) ->
     return built[key]
 
 
-def run(cfg: DictConfig) -> pd.DataFrame:
-    """Execute one run and return its rows (also written to disk)."""
+def _detectors(cfg: DictConfig) -> dict[str, Detector]:
+    """Every detector the run needs (one per distinct per-set override), built before any model work so a bad
+    parameter costs nothing."""
+    built: dict[str, Detector] = {}
+    for ood_name in cfg.ood:
+        _detector_for(cfg, ood_name, built)
+    return built
+
+
+def _load_oods(s: Session) -> tuple[dict[str, ImageSet], dict[str, str]]:
+    """Every configured OOD set (full, before the protocol's holdout); missing ones → their message."""
+    sets, missing = {}, {}
+    for ood_name, node in s.cfg.ood.items():
+        try:
+            sets[ood_name] = s.load_set(node, f"OOD set {ood_name}")
+        except DataNotAvailable as err:
+            log.warning("skipped %s: %s", ood_name, err)
+            missing[ood_name] = str(err)
+    return sets, missing
+
+
+def _check_sizes(id_set: ImageSet, oods: dict[str, ImageSet]) -> None:
+    """Every set must have the ID set's image size (the network's input); a silent mismatch gives nonsense."""
+    want = tuple(id_set.images.shape[1:3])
+    for name, data in oods.items():
+        got = tuple(data.images.shape[1:3])
+        if got != want:
+            raise OodbenchError(
+                f"OOD set {name} has {got[0]}x{got[1]} images but the network takes {want[0]}x{want[1]} (the ID set "
+                f"{id_set.name}'s size); use OOD sets made for this resolution, or resize the set explicitly "
+                "(folder sets: ood.<name>.size=...)"
+            )
+
+
+def run(cfg: DictConfig) -> tuple[pd.DataFrame, bool]:
+    """Execute one run; return its rows (also written to disk) and whether they were served from the store."""
     t0 = time.time()
+    detectors = _detectors(cfg)
     s = Session(cfg)
     id_set = _id_set(s)
+    p = cfg.protocol
+    fulls, missing = _load_oods(s)
+    _check_sizes(id_set, fulls)
+    scored = {k: protocol_subset(v, holdout=p.ood_holdout, max_images=p.max_ood, seed=p.seed) for k, v in fulls.items()}
+    identity = inputs_identity(s.checkpoint["sha256"], id_set, {k: scored.get(k) for k in cfg.ood})
+    stored = result_path(cfg)
+    if not cfg.rerun and "+dirty" not in stored.name:
+        previous = load_stored(stored, list(cfg.ood), identity)
+        if previous is not None:
+            return previous, True
+    if not fulls:
+        raise OodbenchError("no OOD set could be evaluated: " + " | ".join(missing.values()))
     id_reps = s.representations(id_set)
     id_acc = float((id_reps.logits.argmax(1).numpy() == id_set.labels).mean()) if id_set.labels is not None else None
     log.info("ID %s | accuracy %s | checkpoint %s (sha256 %s)", id_set.describe(),
              "n/a (no labels)" if id_acc is None else f"{100 * id_acc:.2f}%", s.checkpoint["name"],
              s.checkpoint["sha256"][:12])
 
-    detectors: dict[str, Detector] = {}
     id_scores: dict[Detector, np.ndarray] = {}  # keyed by the object: per-set clones never share an entry
-    base = _base_row(cfg, s, id_set, id_acc)
+    base = dict(_base_row(cfg, s, id_set, id_acc), **identity_columns(identity))
     rows, scores_out = [], {}
-    for ood_name, node in cfg.ood.items():
+    for ood_name in cfg.ood:
         row = dict(base, ood_dataset=ood_name)
-        try:
-            ood = s.load_set(node, f"OOD set {ood_name}")
-        except DataNotAvailable as err:
-            log.warning("skipped %s: %s", ood_name, err)
-            rows.append(dict(row, status="not_available", message=str(err)))
+        if ood_name in missing:
+            rows.append(dict(row, status="not_available", message=missing[ood_name]))
             continue
-        p = cfg.protocol
         det = _detector_for(cfg, ood_name, detectors)
         if det.needs_fit and not getattr(det, "_fitted", False):
             fit_detector(det, s)
-        det = fit_for_set(det, s, ood)
-        ood = protocol_subset(ood, holdout=p.ood_holdout, max_images=p.max_ood, seed=p.seed)
+        det = fit_for_set(det, s, fulls[ood_name])
+        ood = scored[ood_name]
         t_set = time.time()
         if det not in id_scores:
             id_scores[det] = score_set(det, id_reps, id_set, s.ctx, cfg.detector_name)
@@ -132,13 +186,11 @@ def run(cfg: DictConfig) -> pd.DataFrame:
             row, status="ok", message="", detector_params=_json(det.params), ood_source=ood.describe(),
             ood_notes="; ".join(ood.notes), n_ood=len(ood), seconds=round(time.time() - t_set, 2), **metrics,
         ))
-    if not any(r["status"] == "ok" for r in rows):
-        raise OodbenchError("no OOD set could be evaluated: " + " | ".join(r["message"] for r in rows))
     df = pd.DataFrame(rows)
     df["run_seconds"] = round(time.time() - t0, 1)
     df["cache"] = f"hits={s.cache.hits} misses={s.cache.misses}"
     _store(cfg, df, scores_out)
-    return df
+    return df, False
 
 
 def _json(obj: Any) -> str:
@@ -173,14 +225,8 @@ def _store(cfg: DictConfig, df: pd.DataFrame, scores: dict[str, np.ndarray]) -> 
     """Rows + scores in the job's dir, and the rows in the result store (what resume and tables read)."""
     out = Path.cwd()
     write_csv(df, out / "metrics.csv")
-    atomic_savez(out / "scores.npz", **scores)
+    try:
+        atomic_savez(out / "scores.npz", **scores)
+    except OSError as err:
+        raise write_failure(err, out, "the scores") from None
     write_csv(df, result_path(cfg))
-
-
-def result_path(cfg: DictConfig) -> Path:
-    """Where a cell's rows are stored: ``results/runs/<result_set>/`` for presets (committed, the tables'
-    source), else a per-user store in the cache dir whose names also carry the code's git commit."""
-    if cfg.result_set:
-        return resolve("results", cfg.paths.get("results")) / "runs" / cfg.result_set / f"{cfg.run_name}.csv"
-    commit = environment_commit()
-    return resolve("cache", cfg.paths.get("cache")) / "runs" / f"{cfg.run_name}-{commit[:12]}.csv"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,11 @@ class SweepSummary(Callback):
         df = summarize(sweep_dir)
         if df is not None:
             print(f"sweep summary: {sweep_dir / 'summary.md'} ({len(df)} rows)")
+        failed = sorted(sweep_dir.glob("*/failed.csv"))
+        if failed:  # every other cell has finished: now the sweep as a whole fails
+            for f in failed:
+                print(f"oodbench: failed cell {f.parent.name}: {pd.read_csv(f).message.iloc[0]}", file=sys.stderr)
+            cells = len(list(sweep_dir.glob("*/.hydra")))
+            print(f"oodbench: error: {len(failed)} of {cells} cells failed (listed above; {sweep_dir}); fix them and "
+                  "rerun the same command: finished cells are kept", file=sys.stderr)
+            raise SystemExit(2)
