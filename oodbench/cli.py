@@ -78,9 +78,9 @@ def main(cfg: DictConfig) -> None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     OmegaConf.set_struct(cfg, False)
     try:
+        preflight(cfg)
         if cfg.run_name is None:
             cfg.run_name = derive_run_name(cfg)
-        preflight(cfg)
         df, served = run(cfg)
         if served:
             write_csv(df, Path.cwd() / "metrics.csv")

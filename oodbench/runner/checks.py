@@ -17,7 +17,7 @@ MIN_FREE_MB = 200  # a CIFAR run stores a few MB per set; an ImageNet run ~0.5 G
 
 def preflight(cfg: DictConfig) -> None:
     """Non-empty OOD list, positive image counts, writable cache and results dirs with some free space."""
-    if not cfg.ood:
+    if not cfg.get("ood"):
         raise OodbenchError("no OOD set given (ood=[]); name at least one, e.g. ood=[isun,gaussian]")
     p = cfg.protocol
     for key in ("max_ood", "max_id", "max_fit"):

@@ -1,0 +1,203 @@
+"""Hostile use (issue 9): changed files, cut result files, wrong resolutions, bad options, full disks, concurrent
+runs. Each gives the right number or one clear line and exit 2 — never a stale result or a traceback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from oodbench.errors import OodbenchError
+from oodbench.paths import REPO_ROOT
+
+SMALL = ["protocol.max_id=120", "protocol.max_ood=120", "protocol.bootstrap=10"]
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stdout[-1500:] + proc.stderr[-1500:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("oodbench: error: "), proc.stderr
+    return lines[0]
+
+
+def _rows(proc: subprocess.CompletedProcess) -> pd.DataFrame:
+    (path,) = sorted(Path(proc.args[-2].split("=", 1)[1]).glob("**/metrics.csv"))[-1:]
+    return pd.read_csv(path)
+
+
+def _folder(root: Path, n: int, size: int = 32, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"{i:03d}.png")
+    return root
+
+
+def _folder_set(path: Path, size: int = 32) -> str:
+    return (f"+ood.mine={{_target_: oodbench.data.folders.load_image_folder, name: mine, folder: {path.name}, "
+            f"size: {size}}}")
+
+
+# ------------------------------------------------------------------------------------------- stale results
+
+def test_replaced_checkpoint_is_recomputed_with_its_new_sha(run_cli, shared_weights, tmp_path):
+    ckpt = tmp_path / "final.pt"
+    shutil.copy(shared_weights / "odin_densenet10.pth", ckpt)
+    args = (f"arch.checkpoint={ckpt}", "arch.normalization=odin", "ood=[gaussian]", "detector=msp", *SMALL)
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.copy(shared_weights / "dice_cifar10_densenet_checkpoint_100.pth.tar", ckpt)  # same path, other bytes
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "nothing recomputed" not in second.stdout and "its inputs changed" in second.stdout + second.stderr
+    old, new = _rows(first).iloc[0], _rows(second).iloc[0]
+    assert old.checkpoint_sha256 != new.checkpoint_sha256 and new.checkpoint_sha256.startswith(
+        __import__("oodbench.models.registry", fromlist=["CHECKPOINTS"]).CHECKPOINTS["dice_densenet_cifar10"].sha256)
+    assert old.id_acc != new.id_acc
+    third = run_cli(*args)
+    assert "stored result, nothing recomputed" in third.stdout  # unchanged inputs: served, not recomputed
+
+
+def test_deleted_folder_images_are_recomputed(run_cli, shared_data, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for item in shared_data.iterdir():
+        (data / item.name).symlink_to(item)
+    mine = _folder(data / "mine", 100)
+    args = (f"paths.data={data}", "ood=[gaussian]", _folder_set(mine), "detector=msp", *SMALL)
+    assert _rows(run_cli(*args)).set_index("ood_dataset").loc["mine", "n_ood"] == 100
+    for f in sorted(mine.iterdir())[:60]:
+        f.unlink()
+    again = run_cli(*args)
+    assert "nothing recomputed" not in again.stdout
+    assert _rows(again).set_index("ood_dataset").loc["mine", "n_ood"] == 40
+
+
+def test_cut_result_file_is_recomputed_not_served(run_cli, tmp_path):
+    args = ("detector=msp", "ood=[gaussian,uniform]", "result_set=unit", *SMALL)
+    assert run_cli(*args, results=tmp_path).returncode == 0
+    (stored,) = (tmp_path / "runs" / "unit").glob("*.csv")
+    full = stored.read_text().splitlines()
+    stored.write_text("\n".join(full[:2]) + "\n")  # header + 1 of 2 rows
+    again = run_cli(*args, results=tmp_path)
+    assert again.returncode == 0 and "nothing recomputed" not in again.stdout
+    assert "incomplete: 1 rows" in again.stdout + again.stderr
+    assert len(pd.read_csv(stored)) == 2
+    df = pd.read_csv(stored).astype({"auroc": object})
+    df.loc[0, "auroc"] = "abc"  # text in a numeric column
+    df.to_csv(stored, index=False)
+    third = run_cli(*args, results=tmp_path)
+    assert "nothing recomputed" not in third.stdout and "not numeric" in third.stdout + third.stderr
+    stored.write_bytes(os.urandom(300))  # binary garbage
+    assert "nothing recomputed" not in run_cli(*args, results=tmp_path).stdout
+
+
+# ------------------------------------------------------------------------------------- checks before work
+
+def test_resolution_mismatch_is_refused(run_cli, shared_data, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for item in shared_data.iterdir():
+        (data / item.name).symlink_to(item)
+    big = _folder(data / "big", 5, size=64)
+    line = _error_line(run_cli(f"paths.data={data}", _folder_set(big, size=64), "ood=[gaussian]", *SMALL))
+    assert "OOD set mine has 64x64 images but the network takes 32x32" in line and "ood.<name>.size" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("ood=[]",), "no OOD set given (ood=[])"),
+        (("protocol.max_ood=0",), "protocol.max_ood=0 must be a positive whole number"),
+        (("paths.cache=/etc/hostname/sub",), "cache directory /etc/hostname/sub is not writable"),
+        (("detector=energy", "detector.temperature=0"), "temperature must be > 0"),
+    ],
+)
+def test_bad_options_fail_before_any_model_work(run_cli, args, expected):
+    ood = [] if any(a.startswith("ood") for a in args) else ["ood=[gaussian]"]
+    proc = run_cli(*SMALL, *ood, *args)  # args last: they override SMALL
+    line = _error_line(proc)
+    assert expected in line
+    assert "cache miss" not in proc.stderr  # nothing was forwarded
+
+
+def test_sweep_whose_every_cell_fails_exits_2(run_cli):
+    proc = run_cli("-m", "detector=energy", "detector.temperature=0,-1", "ood=[gaussian]", *SMALL)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("oodbench: error: 2 of 2 cells failed")
+
+
+# ------------------------------------------------------------------------------------ disk and bad outputs
+
+def test_disk_full_during_a_cache_write_is_one_clear_error(monkeypatch, tmp_path):
+    from oodbench.runner import cache as cache_mod
+    from oodbench.runner.checks import write_failure
+    from oodbench.runner.forward import Representations
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "atomic_savez", full)
+    store = cache_mod.RepresentationCache(tmp_path)
+    with pytest.raises(OSError) as info:
+        store.get_or_compute("k" * 64, lambda: Representations(torch.ones(1, 2), torch.ones(1, 2)), "x")
+    err = write_failure(info.value, tmp_path, "the representation cache entry of x")
+    assert isinstance(err, OodbenchError) and "the disk is full" in str(err) and "\n" not in str(err)
+
+
+def test_non_finite_logits_are_refused_and_never_cached(monkeypatch, tmp_path):
+    from omegaconf import OmegaConf
+
+    from oodbench.data.base import ImageSet
+    from oodbench.runner import main as main_mod
+    from oodbench.runner.forward import Representations
+
+    monkeypatch.setattr(main_mod, "extract", lambda *a, **k: Representations(
+        torch.tensor([[float("nan"), 1.0], [0.0, 1.0]]), torch.zeros(2, 3)))
+    session = object.__new__(main_mod.Session)
+    session.cfg = OmegaConf.create({"batch_size": 2})
+    session.model, session.device = None, torch.device("cpu")
+    session.checkpoint = {"sha256": "0" * 64, "name": "broken"}
+    session.cache = main_mod.RepresentationCache(tmp_path)
+    data = ImageSet("toy", np.zeros((2, 2, 2, 3), np.uint8), None, "toy", 2, np.arange(2), "toy")
+    with pytest.raises(OodbenchError, match="non-finite logits or features on 1 images of toy"):
+        session.representations(data)
+    assert not list(tmp_path.rglob("*.npz"))
+
+
+def test_stored_header_has_no_nan_and_registered_file_by_path_needs_no_normalization(run_cli, shared_weights,
+                                                                                      tmp_path):
+    ckpt = tmp_path / "mine.pth.tar"
+    shutil.copy(shared_weights / "dice_cifar10_densenet_checkpoint_100.pth.tar", ckpt)
+    args = (f"arch.checkpoint={ckpt}", "ood=[gaussian]", "detector=msp", *SMALL)
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-1500:]  # identified by its sha256: DICE's normalization is known
+    second = run_cli(*args)
+    assert "stored result" in second.stdout and "[nan]" not in second.stdout
+
+
+# ------------------------------------------------------------------------------------------- concurrency
+
+def test_two_concurrent_runs_give_one_identical_result(run_cli, tmp_path):
+    env = dict(os.environ, OODBENCH_CACHE=str(run_cli.cache), OODBENCH_RESULTS=str(tmp_path / "results"),
+               HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, str(REPO_ROOT / "run.py"), "detector=maxlogit", "ood=[gaussian]", "result_set=conc", *SMALL]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    job_dirs = sorted(tmp_path.glob("outputs/*/*"))
+    assert len(job_dirs) == 2  # one per process, even when both start in the same second
+    metrics = [pd.read_csv(d / "metrics.csv") for d in job_dirs]
+    assert metrics[0].auroc.tolist() == metrics[1].auroc.tolist()
+    (stored,) = (tmp_path / "results" / "runs" / "conc").glob("*.csv")
+    assert pd.read_csv(stored).auroc.tolist() == metrics[0].auroc.tolist()
