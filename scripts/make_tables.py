@@ -7,12 +7,14 @@ whose published-numbers CSV is missing under ``<results>/paper/`` is skipped wit
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from oodbench.paths import REPO_ROOT
+from oodbench.errors import OodbenchError
+from oodbench.paths import resolve
 from oodbench.runner.provenance import write_csv
 from oodbench.tables import (
     ash_cifar,
@@ -46,7 +48,8 @@ TABLES: dict[str, tuple[Builder, str | None, str]] = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--results", type=Path, default=REPO_ROOT / "results")
+    ap.add_argument("--results", type=Path, default=resolve("results"),
+                    help="results root (default: OODBENCH_RESULTS, else the repo's results/)")
     ap.add_argument("--only", nargs="*", choices=sorted(TABLES), help="build only these tables")
     args = ap.parse_args()
     out = args.results / "tables"
@@ -66,4 +69,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except OodbenchError as err:
+        print(f"oodbench: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -201,3 +201,39 @@ def test_two_concurrent_runs_give_one_identical_result(run_cli, tmp_path):
     assert metrics[0].auroc.tolist() == metrics[1].auroc.tolist()
     (stored,) = (tmp_path / "results" / "runs" / "conc").glob("*.csv")
     assert pd.read_csv(stored).auroc.tolist() == metrics[0].auroc.tolist()
+
+
+# ------------------------------------------------------------------------------------------- make tables
+
+def _make_tables(results: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OODBENCH_RESULTS=str(results), PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make_tables.py"), "--only", "odin_table2"],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_make_tables_honours_oodbench_results(tmp_path):
+    shutil.copytree(REPO_ROOT / "results" / "paper", tmp_path / "paper")
+    shutil.copytree(REPO_ROOT / "results" / "runs" / "odin_table2", tmp_path / "runs" / "odin_table2")
+    before = (REPO_ROOT / "results" / "tables" / "odin_table2.md").stat().st_mtime_ns
+    proc = _make_tables(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "tables" / "odin_table2.md").read_text() == (
+        REPO_ROOT / "results" / "tables" / "odin_table2.md").read_text()
+    assert (REPO_ROOT / "results" / "tables" / "odin_table2.md").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "binary"])
+def test_make_tables_names_a_corrupt_run_file(tmp_path, damage):
+    shutil.copytree(REPO_ROOT / "results" / "paper", tmp_path / "paper")
+    runs = shutil.copytree(REPO_ROOT / "results" / "runs" / "odin_table2", tmp_path / "runs" / "odin_table2")
+    victim = sorted(runs.glob("*.csv"))[0]
+    if damage == "truncated":
+        victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])
+    elif damage == "text":
+        df = pd.read_csv(victim).astype({"auroc": object})
+        df.loc[df.index[-1], "auroc"] = "abc"
+        df.to_csv(victim, index=False)
+    else:
+        victim.write_bytes(bytes(range(256)) * 4)
+    line = _error_line(_make_tables(tmp_path))
+    assert str(victim) in line and "rerun its cell" in line

@@ -122,6 +122,9 @@ def _load_oods(s: Session) -> tuple[dict[str, ImageSet], dict[str, str]]:
         except DataNotAvailable as err:
             log.warning("skipped %s: %s", ood_name, err)
             missing[ood_name] = str(err)
+        except OodbenchError as err:  # a corrupt archive or bad files: this set fails, the others still run
+            log.error("skipped %s: %s", ood_name, err)
+            missing[ood_name] = f"unusable: {err}"
     return sets, missing
 
 

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from oodbench.errors import OodbenchError
+
 ROUNDING = 0.05  # published values are printed to 0.1 points
+METRIC_COLUMNS = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_error")
 
 
 def load_runs(runs_dir: Path) -> pd.DataFrame:
@@ -19,7 +22,25 @@ def load_runs(runs_dir: Path) -> pd.DataFrame:
     files = sorted(Path(runs_dir).glob("*.csv"))
     if not files:
         return pd.DataFrame()
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    return pd.concat([read_run_csv(f) for f in files], ignore_index=True)
+
+
+def read_run_csv(path: Path) -> pd.DataFrame:
+    """One stored run file, checked: parseable, with its identifying columns and numeric metrics; otherwise one
+    :class:`OodbenchError` naming the file and what to do."""
+    fix = "delete it (or restore it with git checkout) and rerun its cell to store it again"
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise OodbenchError(f"stored run {path} is unreadable ({str(err).splitlines()[0][:80]}); {fix}") from None
+    missing = [c for c in ("status", "detector", "ood_dataset") if c not in df.columns]
+    if missing:
+        raise OodbenchError(f"stored run {path} lacks the columns {missing}: not a result file; {fix}")
+    ok = df[df.status == "ok"]
+    for col in [c for c in METRIC_COLUMNS if c in df.columns]:
+        if pd.to_numeric(ok[col], errors="coerce").isna().any():
+            raise OodbenchError(f"stored run {path} has a missing or non-numeric {col} on an ok row; {fix}")
+    return df
 
 
 def cell(ours: float | None, published: float | None, std: float | None) -> dict[str, object]:
