@@ -63,7 +63,8 @@ def test_composition_with_any_logit_score():
         assert torch.allclose(msp.score_features(f, head), MSP().score_logits(shaped_logits))
         assert torch.allclose(energy.score_features(f, head), Energy().score_logits(shaped_logits))
         assert not torch.allclose(msp.score_features(f, head), energy.score_features(f, head))
-    assert msp.softmax_score and not energy.softmax_score and ASH(score=ODIN(1000, 0.0)).temperature == 1000
+    assert msp.metric_hints() == {"softmax_temperature": 1.0} and energy.metric_hints() == {}
+    assert ASH(score=ODIN(1000, 0.0)).metric_hints() == {"softmax_temperature": 1000.0}
     assert msp.params == {"score": "MSP()", "variant": "s", "p": 60.0, "seed": 0}
     with pytest.raises(OodbenchError, match="epsilon=0"):
         ASH(score=ODIN(1000, epsilon=0.001))

@@ -158,7 +158,7 @@ def test_non_finite_logits_are_refused_and_never_cached(monkeypatch, tmp_path):
     from omegaconf import OmegaConf
 
     from oodbench.data.base import ImageSet
-    from oodbench.runner import main as main_mod
+    from oodbench.runner import session as main_mod
     from oodbench.runner.forward import Representations
 
     monkeypatch.setattr(main_mod, "extract", lambda *a, **k: Representations(

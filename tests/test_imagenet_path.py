@@ -19,17 +19,23 @@ from PIL import Image
 
 import oodbench.data.lazy as lazy
 from oodbench.data.base import protocol_subset
+from oodbench.data.files import sha256_file as sha256_of
 from oodbench.data.imagenet import load_imagenet_val, load_ood_folder
 from oodbench.data.lazy import FolderImages
 from oodbench.errors import CheckpointError, DataNotAvailable
-from oodbench.models.registry import ARCHS, CHECKPOINTS, NORMALIZATIONS, load_classifier, sha256_of
+from oodbench.models.registry import (
+    ARCHS,
+    CHECKPOINTS,
+    NORMALIZATIONS,
+    load_classifier,
+    load_torchvision_classifier,
+    locate_weights,
+)
 from oodbench.models.torchvision_nets import (
     TorchvisionMobileNetV2,
     TorchvisionResNet50,
     check_hub_prefix,
     hub_hash_prefix,
-    load_torchvision_classifier,
-    locate_weights,
 )
 from oodbench.paths import REPO_ROOT
 

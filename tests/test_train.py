@@ -21,6 +21,7 @@ from oodbench.data.base import ImageSet
 from oodbench.errors import DataNotAvailable, OodbenchError
 from oodbench.models import Classifier, load_classifier
 from oodbench.models.base import OODNet
+from oodbench.models.two_head import TwoHeadLinear, both_heads, to_two_head
 from oodbench.paths import REPO_ROOT, resolve
 from oodbench.train.data import EpochBatches, augment, load_outliers
 from oodbench.train.loop import Settings, TrainingDiverged, cosine_factor, train
@@ -33,7 +34,6 @@ from oodbench.train.losses import (
     mcd_score,
     oe_loss,
 )
-from oodbench.train.mcd_model import TwoHeadLinear, both_heads, to_two_head
 from oodbench.train.methods import MCD, EnergyFT, OutlierExposure
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
@@ -322,3 +322,4 @@ def test_mcd_init_from_published_densenet_loads_as_two_head(tmp_path, shared):
                   tmp_path, meta, torch.device("cpu"))
     loaded, prov = load_classifier(None, path=final)
     assert prov["arch"] == "densenet100_mcd" and isinstance(loaded.net.fc, TwoHeadLinear)
+    assert prov["training"]["method"] == "mcd" and prov["training"]["epoch"] == 0  # rows carry it, no path regex

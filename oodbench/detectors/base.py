@@ -58,6 +58,11 @@ class Detector(ABC):
     def fit(self, data: FitData) -> None:  # noqa: B027 - optional hook
         """Fit on ID training data (no-op for methods that need none)."""
 
+    def metric_hints(self) -> dict[str, float]:
+        """Facts the metrics need about the score: ``softmax_temperature`` = T when the score is a softmax
+        probability at temperature T (ODIN's threshold grid depends on it); empty otherwise."""
+        return {}
+
     def fit_per_set(self, data: PerSetData) -> Detector:
         """A copy tuned on one OOD set's validation split (``tunes_per_set``); never mutates ``self``."""
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import warnings
@@ -12,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from oodbench.detectors.base import FeatureDetector, FitData, ModelDetector
+from oodbench.data.base import ImageSet, to_tensor
+from oodbench.detectors.base import FeatureDetector, FitData, ModelDetector, PerSetData
 from oodbench.detectors.shaping import Head, linear_params
 from oodbench.errors import OodbenchError
 
@@ -72,6 +74,9 @@ class MahalanobisEnsemble(ModelDetector):
     regression of ID (1) vs OOD (0) validation layer scores (:meth:`fit_weights`; its decision function,
     monotone in the official ``predict_proba``), or given as ``layer_weights`` / ``bias``."""
 
+    needs_fit = True  # per-layer Gaussians on ID train (fit), then α, β per OOD set on validation (fit_per_set)
+    tunes_per_set = True
+
     def __init__(self, epsilon: float = 0.0014, layers: Sequence[str] | None = None,
                  layer_weights: Sequence[float] | None = None, bias: float = 0.0) -> None:
         if epsilon < 0:
@@ -100,6 +105,26 @@ class MahalanobisEnsemble(ModelDetector):
                 ys.append(torch.as_tensor(y))
         y = torch.cat(ys)
         self._gauss = {k: tied_gaussian(torch.cat(v), y, f"MahalanobisEnsemble layer {k}") for k, v in feats.items()}
+
+    def fit(self, data: FitData) -> None:
+        """Per-layer Gaussians from the ID training images (the network is needed: FitData.images / .model)."""
+        if data.images is None or data.model is None:
+            raise OodbenchError("MahalanobisEnsemble fits per-layer Gaussians with the network: it needs the ID "
+                                "training images and the model (FitData.images / FitData.model)")
+        device = data.device or torch.device("cpu")
+        self.fit_layers(data.model, to_tensor(data.images.images).to(device),
+                        torch.from_numpy(np.asarray(data.images.labels)), data.batch_size)
+
+    def fit_per_set(self, data: PerSetData) -> MahalanobisEnsemble:
+        """A copy with α, β fit (:meth:`fit_weights`) on the layer scores of this OOD set's validation split."""
+        def layers(images: ImageSet) -> Tensor:
+            return torch.cat([self.layer_scores(data.model, x.to(data.device)).float().cpu()
+                              for x in images.batches(data.batch_size)])
+
+        tuned = copy.deepcopy(self)
+        tuned.fit_weights(layers(data.val_id), layers(data.val_ood), seed=data.seed)
+        log.info("MahalanobisEnsemble weights for %s: %s", data.ood_name, np.round(tuned.layer_weights, 4).tolist())
+        return tuned
 
     def layer_scores(self, model: nn.Module, x: Tensor) -> Tensor:
         """(N, L) float64 per-layer scores M_l(x̃), x̃ perturbed separately for each layer."""

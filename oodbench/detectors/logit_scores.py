@@ -10,7 +10,8 @@ from oodbench.detectors.base import LogitDetector
 class MSP(LogitDetector):
     """Maximum softmax probability (Hendrycks & Gimpel, ICLR 2017): S(x) = max_i softmax(f(x))_i."""
 
-    softmax_score = True
+    def metric_hints(self) -> dict[str, float]:
+        return {"softmax_temperature": 1.0}
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.double(), dim=1).max(dim=1).values

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from oodbench.detectors.base import FeatureDetector
-from oodbench.train.losses import mcd_score
-from oodbench.train.mcd_model import both_heads
+from oodbench.models.two_head import both_heads
 
 
 class MCDDiscrepancy(FeatureDetector):
@@ -21,3 +20,12 @@ class MCDDiscrepancy(FeatureDetector):
     def score_features(self, features: torch.Tensor, head: nn.Module) -> torch.Tensor:
         logits1, logits2 = both_heads(head).both(features)
         return -mcd_score(logits1.double(), logits2.double())
+
+
+def mcd_score(logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
+    """Test-time discrepancy per sample (Yu & Aizawa 2019, Eq. 2 at test time): the L1 distance
+    sum_c |softmax(f1)_c - softmax(f2)_c| (higher = more OOD); computed in at least float32."""
+    def up(t: torch.Tensor) -> torch.Tensor:  # half-precision logits under AMP are promoted
+        return t.to(torch.promote_types(t.dtype, torch.float32))
+
+    return (torch.softmax(up(logits1), dim=1) - torch.softmax(up(logits2), dim=1)).abs().sum(dim=1)

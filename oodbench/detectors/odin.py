@@ -19,8 +19,6 @@ from oodbench.detectors.base import LogitDetector, ModelDetector
 
 
 class ODIN(ModelDetector, LogitDetector):
-    softmax_score = True
-
     def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014) -> None:
         if temperature <= 0:
             raise ValueError(f"ODIN temperature must be > 0, got {temperature}")
@@ -32,6 +30,9 @@ class ODIN(ModelDetector, LogitDetector):
     @property
     def consumes(self) -> str:  # type: ignore[override]
         return "model" if self.epsilon > 0 else "logits"
+
+    def metric_hints(self) -> dict[str, float]:
+        return {"softmax_temperature": self.temperature}
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.double() / self.temperature, dim=1).max(dim=1).values

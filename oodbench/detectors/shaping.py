@@ -8,7 +8,8 @@ hands them to ``score`` (any :class:`LogitDetector`; Energy by default, as in th
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,13 +66,8 @@ class Shaped(FeatureDetector):
     def score_features(self, features: Tensor, head: Head) -> Tensor:
         return self.score.score_logits(self.logits(features, head))
 
-    @property
-    def softmax_score(self) -> bool:  # read by the ODIN-grid metrics: a softmax score needs its own grid
-        return bool(getattr(self.score, "softmax_score", False))
-
-    @property
-    def temperature(self) -> float:
-        return float(getattr(self.score, "temperature", 1.0))
+    def metric_hints(self) -> dict[str, float]:
+        return self.score.metric_hints()  # the shaped logits are scored by ``score``
 
     @property
     def params(self) -> dict:
@@ -196,3 +192,47 @@ class DICE(Shaped):
     def logits(self, features: Tensor, head: Head) -> Tensor:
         w, b = linear_params(head, features)
         return features @ (w * self.mask(w)).T.to(features.dtype) + b.to(features.dtype)
+
+
+class Chain(FeatureDetector):
+    """Feature shapers applied in order, then any feature detector on the shaped features — activation shaping
+    as composable steps (oodeel style): ReAct then DICE (``detector=react_dice``), ReAct then KNN
+    (``detector=react_knn``), ASH then ViM, ... Each step fits on the ID-train features shaped by the steps
+    before it; ``then`` scores the shaped features (with its own logit score where it has one)."""
+
+    def __init__(self, shapers: Sequence[Shaped], then: FeatureDetector) -> None:
+        for step in shapers:
+            if not isinstance(step, Shaped) or type(step).shape is Shaped.shape:
+                raise OodbenchError(f"{type(step).__name__} does not shape the features (e.g. DICE reshapes the last "
+                                    "layer): use it as the final step, then=...")
+        if not isinstance(then, FeatureDetector):
+            raise OodbenchError(f"a shaping chain ends in a feature detector, not {type(then).__name__}")
+        self.shapers, self.then = list(shapers), then
+
+    @property
+    def needs_fit(self) -> bool:  # type: ignore[override]
+        return any(s.needs_fit for s in self.shapers) or self.then.needs_fit
+
+    def fit(self, data: FitData) -> None:
+        feats = data.features
+        for step in self.shapers:
+            if step.needs_fit:
+                step.fit(replace(data, features=feats))
+            feats = step.shape(feats)
+        if self.then.needs_fit:
+            self.then.fit(replace(data, features=feats))
+
+    def shape(self, features: Tensor) -> Tensor:
+        for step in self.shapers:
+            features = step.shape(features)
+        return features
+
+    def score_features(self, features: Tensor, head: Head) -> Tensor:
+        return self.then.score_features(self.shape(features), head)
+
+    def metric_hints(self) -> dict[str, float]:
+        return self.then.metric_hints()
+
+    @property
+    def params(self) -> dict:
+        return {"shapers": [repr(s) for s in self.shapers], "then": repr(self.then)}

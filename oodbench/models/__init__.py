@@ -1,6 +1,6 @@
 """Networks (DenseNet-BC-100, WRN-40-2), input normalization, checkpoint registry and safe loading."""
 
-from .base import FeatureNet, OODNet
+from .base import OODNet
 from .densenet import DenseNet3
 from .legacy import read_state_dict
 from .normalized import Classifier
@@ -16,6 +16,6 @@ from .registry import (
 from .wrn import WideResNet
 
 __all__ = [
-    "ARCHS", "CHECKPOINTS", "NORMALIZATIONS", "CheckpointSpec", "Classifier", "DenseNet3", "FeatureNet",
+    "ARCHS", "CHECKPOINTS", "NORMALIZATIONS", "CheckpointSpec", "Classifier", "DenseNet3",
     "OODNet", "WideResNet", "build_arch", "get_spec", "load_classifier", "read_state_dict",
 ]

@@ -9,27 +9,9 @@ logits call ``forward``; feature-space detectors (Mahalanobis, DICE, ReAct, ...)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-
-@runtime_checkable
-class FeatureNet(Protocol):
-    """Structural type shared by :class:`OODNet` and :class:`oodbench.models.normalized.Classifier`."""
-
-    feature_dim: int
-    num_classes: int
-    feature_map_names: tuple[str, ...]
-
-    def __call__(self, x: Tensor) -> Tensor: ...
-
-    def features(self, x: Tensor) -> Tensor: ...
-
-    def head(self, feats: Tensor) -> Tensor: ...
-
-    def feature_maps(self, x: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]: ...
 
 
 class OODNet(nn.Module):

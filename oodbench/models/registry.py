@@ -8,28 +8,31 @@ trainer as ``{'state_dict': ..., 'meta': {'arch', 'num_classes', 'mean', 'std'}}
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
+from ..data.files import sha256_file
 from ..errors import CheckpointError
 from ..paths import resolve
 from .base import OODNet
 from .densenet import DenseNet3
 from .legacy import read_state_dict
 from .normalized import Classifier
+from .torchvision_nets import check_hub_prefix, hub_checkpoint_dir, hub_hash_prefix, mobilenet_v2, resnet50
+from .two_head import densenet100_mcd
 from .wrn import WideResNet
 
 ARCHS: dict[str, Callable[[int], OODNet]] = {
     "densenet100": lambda num_classes: DenseNet3(100, num_classes),
     "wrn40_2": lambda num_classes: WideResNet(40, num_classes, widen_factor=2),
-    "densenet100_mcd": lambda n: __import__("oodbench.train.mcd_model", fromlist=["_"]).densenet100_mcd(n),
-    "resnet50": lambda n: __import__("oodbench.models.torchvision_nets", fromlist=["_"]).resnet50(n),
-    "mobilenet_v2": lambda n: __import__("oodbench.models.torchvision_nets", fromlist=["_"]).mobilenet_v2(n),
+    "densenet100_mcd": densenet100_mcd,
+    "resnet50": resnet50,
+    "mobilenet_v2": mobilenet_v2,
 }
 
 Triple = tuple[float, float, float]
@@ -130,15 +133,6 @@ def build_arch(arch: str, num_classes: int) -> OODNet:
     return ARCHS[arch](num_classes)
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _fit(net: OODNet, state: Mapping[str, Tensor], name: str, arch: str, num_classes: int) -> None:
     """Load ``state`` strictly (BatchNorm ``num_batches_tracked`` may be absent) or raise a clear error."""
     expected = net.state_dict()
@@ -191,7 +185,7 @@ def load_classifier(spec: CheckpointSpec | str | None, weights_dir: Path | None 
         how = f" ({known.note})" if known.note else ""
         raise CheckpointError(f"checkpoint {name} not found at {file}; download it from {known.url}{how}, "
                               f"save it as {known.filename} in {root} or set OODBENCH_WEIGHTS to its folder")
-    digest = sha256_of(file)
+    digest = sha256_file(file)
     if known is None:  # an unregistered path whose bytes are a registered checkpoint: its sha256 identifies it
         known = next((c for c in CHECKPOINTS.values() if c.sha256 == digest), None)
     if known and known.sha256 and verify_sha256 and digest != known.sha256:
@@ -219,5 +213,48 @@ def load_classifier(spec: CheckpointSpec | str | None, weights_dir: Path | None 
     model = Classifier(net, mean, std).eval()
     provenance = {"name": name, "path": str(file), "sha256": digest, "arch": arch,
                   "num_classes": int(num_classes), "mean": tuple(float(m) for m in mean),
-                  "std": tuple(float(s) for s in std), "fmt": fmt}
+                  "std": tuple(float(s) for s in std), "fmt": fmt, "training": _training(meta)}
     return model, provenance
+
+
+def _training(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How a checkpoint written by ``train.py`` was trained (method, init, data, hyper-parameters, epoch), from its
+    own metadata — result rows carry it, so no table guesses a method from a path."""
+    if "method" not in meta:
+        return None
+    init = meta.get("init") or {}
+    return {"method": meta["method"], "init": init.get("name") if isinstance(init, Mapping) else init,
+            "init_sha256": meta.get("init_sha256"), "data": meta.get("data"), "hyperparams": meta.get("hyperparams"),
+            "epoch": meta.get("epoch"), "seed": meta.get("seed")}
+
+
+def locate_weights(spec: Any, weights_dir: Path | None = None, download: bool = False) -> Path:
+    """The file of registered checkpoint ``spec`` (a :class:`CheckpointSpec` or its
+    name): ``weights_dir/<filename>``, else ``<hub dir>/checkpoints/<filename>``, else -- only when
+    ``download`` -- downloaded from ``spec.url`` into the hub folder. The sha256 prefix of the name is checked;
+    a missing file is a :class:`CheckpointError` naming the URL and both places looked in."""
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    root = Path(weights_dir) if weights_dir is not None else resolve("weights")
+    places = [root / spec.filename, hub_checkpoint_dir() / spec.filename]
+    found = next((p for p in places if p.is_file()), None)
+    if found is None and download:
+        found = places[1]
+        found.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(spec.url, str(found), hash_prefix=hub_hash_prefix(spec.filename))
+        except Exception as err:  # network errors, hash mismatch (the partial file is removed by torch)
+            raise CheckpointError(f"checkpoint {spec.name}: download from {spec.url} failed ({err}); save the "
+                                  f"file as {places[0]} instead") from None
+    if found is None:
+        raise CheckpointError(f"checkpoint {spec.name} not found at {places[0]} nor in torch hub's cache "
+                              f"{places[1]}; download {spec.url} to either place (or set arch.download=true)")
+    check_hub_prefix(found, spec.filename, what=f"checkpoint {spec.name}")
+    return found
+
+
+def load_torchvision_classifier(spec: Any, weights_dir: Path | None = None, download: bool = False, **kwargs: Any):
+    """:func:`load_classifier` for a registered torchvision checkpoint, with the file
+    found by :func:`locate_weights` (weights dir, then torch hub's cache, then an opt-in download)."""
+    spec = get_spec(spec) if isinstance(spec, str) else spec
+    path = locate_weights(spec, weights_dir, download)
+    return load_classifier(spec, weights_dir, path=path, **kwargs)

@@ -7,7 +7,7 @@ torchvision's ``forward``. ``features`` is the globally average-pooled last feat
 ReAct clips and ASH shapes; ``head`` is the last Linear layer (MobileNetV2's ``Dropout`` is the identity in eval
 mode and is left out).
 
-Weights of a registered torchvision checkpoint are found by :func:`locate_weights`: the weights directory,
+Weights of a registered torchvision checkpoint are found by ``registry.locate_weights``: the weights directory,
 then torch hub's cache (``torch.hub.get_dir()/checkpoints``), then -- only with ``download=True`` -- a download
 into the hub cache. torch hub's file names carry the first hex digits of the file's sha256
 (``resnet50-0676ba61.pth``); that prefix is checked.
@@ -18,12 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
+from ..data.files import sha256_file
 from ..errors import CheckpointError
 from .base import OODNet
 
@@ -102,9 +102,7 @@ def hub_hash_prefix(filename: str) -> str | None:
 def check_hub_prefix(path: Path, filename: str | None = None, what: str = "checkpoint") -> str:
     """sha256 of ``path``; raise :class:`CheckpointError` unless it starts with the prefix in ``filename``
     (default: the file's own name). Names without a prefix are accepted as they are."""
-    from .registry import sha256_of
-
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     prefix = hub_hash_prefix(filename or path.name)
     if prefix and not digest.startswith(prefix):
         raise CheckpointError(f"{what} at {path} has sha256 {digest[:12]}... but its published name "
@@ -116,40 +114,3 @@ def check_hub_prefix(path: Path, filename: str | None = None, what: str = "check
 def hub_checkpoint_dir() -> Path:
     """torch hub's download folder, where torchvision keeps the weights it downloaded."""
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def locate_weights(spec: Any, weights_dir: Path | None = None, download: bool = False) -> Path:
-    """The file of registered checkpoint ``spec`` (a :class:`~oodbench.models.registry.CheckpointSpec` or its
-    name): ``weights_dir/<filename>``, else ``<hub dir>/checkpoints/<filename>``, else -- only when
-    ``download`` -- downloaded from ``spec.url`` into the hub folder. The sha256 prefix of the name is checked;
-    a missing file is a :class:`CheckpointError` naming the URL and both places looked in."""
-    from ..paths import resolve
-    from .registry import get_spec
-
-    spec = get_spec(spec) if isinstance(spec, str) else spec
-    root = Path(weights_dir) if weights_dir is not None else resolve("weights")
-    places = [root / spec.filename, hub_checkpoint_dir() / spec.filename]
-    found = next((p for p in places if p.is_file()), None)
-    if found is None and download:
-        found = places[1]
-        found.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(spec.url, str(found), hash_prefix=hub_hash_prefix(spec.filename))
-        except Exception as err:  # network errors, hash mismatch (the partial file is removed by torch)
-            raise CheckpointError(f"checkpoint {spec.name}: download from {spec.url} failed ({err}); save the "
-                                  f"file as {places[0]} instead") from None
-    if found is None:
-        raise CheckpointError(f"checkpoint {spec.name} not found at {places[0]} nor in torch hub's cache "
-                              f"{places[1]}; download {spec.url} to either place (or set arch.download=true)")
-    check_hub_prefix(found, spec.filename, what=f"checkpoint {spec.name}")
-    return found
-
-
-def load_torchvision_classifier(spec: Any, weights_dir: Path | None = None, download: bool = False, **kwargs: Any):
-    """:func:`~oodbench.models.registry.load_classifier` for a registered torchvision checkpoint, with the file
-    found by :func:`locate_weights` (weights dir, then torch hub's cache, then an opt-in download)."""
-    from .registry import get_spec, load_classifier
-
-    spec = get_spec(spec) if isinstance(spec, str) else spec
-    path = locate_weights(spec, weights_dir, download)
-    return load_classifier(spec, weights_dir, path=path, **kwargs)

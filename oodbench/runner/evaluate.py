@@ -25,8 +25,7 @@ def evaluate_pair(
     """
     p = cfg.protocol
     if p.metrics == "odin":
-        softmax = getattr(det, "softmax_score", False)
-        temperature = getattr(det, "temperature", 1.0) if softmax else float("nan")
+        temperature = det.metric_hints().get("softmax_temperature", float("nan"))
         start, end = odin_grid(num_classes, temperature, id_scores, ood_scores)
         metric_fn = partial(compute_all_odin, start=start, end=end)
         definition = f"odin threshold grid [{start:g}, {end:g}), 100000 steps; fpr95_oodpos exact"

@@ -3,23 +3,15 @@ validation split of each OOD set, like Lee et al.'s feature-ensemble weights —
 
 from __future__ import annotations
 
-import copy
 import logging
-from collections.abc import Callable
-from functools import partial
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from oodbench.data.base import ImageSet, protocol_subset, to_tensor
+from oodbench.data.base import ImageSet, protocol_subset
 from oodbench.detectors.base import Detector, FitData, PerSetData
-from oodbench.detectors.distance import MahalanobisEnsemble
 from oodbench.errors import DataNotAvailable, OodbenchError
-from oodbench.runner.forward import map_batches
-
-if TYPE_CHECKING:
-    from oodbench.runner.main import Session
+from oodbench.runner.session import Session
 
 log = logging.getLogger("oodbench")
 
@@ -35,46 +27,20 @@ def _train_split(s: Session) -> ImageSet:
 
 
 def fit_detector(det: Detector, s: Session) -> None:
-    """Extract (cached) features of the ID training split and call ``det.fit``."""
+    """Extract (cached) features of the ID training split and call ``det.fit``. A detector tuned per OOD set under
+    ``protocol.id_val=train_tail`` fits on the split minus its last ``val_n`` images, its ID validation split."""
     train = _train_split(s)
+    p = s.cfg.protocol
+    if det.tunes_per_set and p.get("id_val") == "train_tail":
+        n_val = int(p.get("val_n") or 0)
+        if not n_val or len(train) <= 2 * n_val:
+            raise OodbenchError(f"{len(train)} ID training images are too few for a validation split of {n_val}")
+        s.id_val = train.select(np.arange(len(train) - n_val, len(train)), note="ID validation split")
+        train = train.select(np.arange(len(train) - n_val))
     reps = s.representations(train)
     log.info("fit %s on %s", s.cfg.detector_name, train.describe())
     det.fit(FitData(reps.features, torch.from_numpy(train.labels), reps.logits, s.model.head, train.describe(),
                     images=train, model=s.model, device=s.device, batch_size=s.cfg.batch_size))
-    det._fitted = True
-    det._fit_source = train.describe()
-
-
-def _fit_mahalanobis_ensemble(det: MahalanobisEnsemble, s: Session, ood_full: ImageSet) -> MahalanobisEnsemble:
-    """Lee et al. (2018): Gaussians per layer from ID train; α_l by logistic regression on validation layer
-    scores — the last ``protocol.val_n`` ID-train images (kept out of the Gaussians; the ID test subset is too
-    small to split) vs the first ``val_n`` images of this OOD set, which the protocol's holdout keeps out of
-    the test."""
-    p = s.cfg.protocol
-    n_val = int(p.get("val_n") or 0)
-    if not n_val or p.ood_holdout < n_val:
-        raise OodbenchError(
-            f"{s.cfg.detector_name} tunes on the first {n_val} images of each OOD set; use protocol=mahalanobis "
-            f"(ood_holdout >= val_n > 0), not ood_holdout={p.ood_holdout}, val_n={n_val}"
-        )
-    if not det._gauss:
-        train = _train_split(s)
-        if len(train) <= 2 * n_val:
-            raise OodbenchError(f"{len(train)} ID training images are too few for a validation split of {n_val}")
-        fit, det._val_id = train.select(np.arange(len(train) - n_val)), train.select(
-            np.arange(len(train) - n_val, len(train)))
-        log.info("fit %s layers on %s", s.cfg.detector_name, fit.describe())
-        det.fit_layers(s.model, to_tensor(fit.images).to(s.device), torch.from_numpy(fit.labels), s.cfg.batch_size)
-    score = partial(det.layer_scores, s.model)
-    layer = lambda data: torch.cat(map_batches(data, score, s.device, s.cfg.batch_size, "layers"))  # noqa: E731
-    tuned = copy.deepcopy(det)
-    tuned.fit_weights(layer(det._val_id), layer(ood_full.select(np.arange(n_val))), seed=p.seed)
-    log.info("%s weights for %s: %s", s.cfg.detector_name, ood_full.name, np.round(tuned.layer_weights, 4).tolist())
-    return tuned
-
-
-# Detectors tuned per OOD set, by type (not by name): the runner calls these before scoring each set.
-PER_SET_FITTERS: dict[type, Callable[..., Detector]] = {MahalanobisEnsemble: _fit_mahalanobis_ensemble}
 
 
 def _tune_for_set(det: Detector, s: Session, ood_full: ImageSet) -> Detector:
@@ -84,8 +50,9 @@ def _tune_for_set(det: Detector, s: Session, ood_full: ImageSet) -> Detector:
     n_val = int(p.get("val_n") or 0)
     if not n_val or p.ood_holdout < n_val or s.id_val is None or len(s.id_val) == 0:
         raise OodbenchError(
-            f"{s.cfg.detector_name} is tuned per OOD set on a validation split; use protocol=mahalanobis_table2 "
-            f"(an ID test holdout and ood_holdout >= val_n > 0), not {p.name}"
+            f"{s.cfg.detector_name} is tuned per OOD set on a validation split; use a protocol that makes one "
+            f"(protocol=mahalanobis or mahalanobis_table2: an ID validation split and ood_holdout >= val_n > 0), "
+            f"not {p.name}"
         )
     val_ood = ood_full.select(np.arange(min(n_val, len(ood_full))))
     log.info("tune %s for %s on %d ID + %d OOD validation images", s.cfg.detector_name, ood_full.name,
@@ -94,7 +61,5 @@ def _tune_for_set(det: Detector, s: Session, ood_full: ImageSet) -> Detector:
 
 
 def fit_for_set(det: Detector, s: Session, ood_full: ImageSet) -> Detector:
-    if det.tunes_per_set:
-        return _tune_for_set(det, s, ood_full)
-    fitter = PER_SET_FITTERS.get(type(det))
-    return det if fitter is None else fitter(det, s, ood_full)
+    """The detector tuned for this OOD set (``tunes_per_set``), else itself."""
+    return _tune_for_set(det, s, ood_full) if det.tunes_per_set else det

@@ -14,61 +14,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from oodbench.data.base import ImageSet, protocol_subset
 from oodbench.data.files import atomic_savez
 from oodbench.detectors.base import Detector
 from oodbench.errors import DataNotAvailable, OodbenchError
-from oodbench.paths import resolve
+from oodbench.metrics import id_accuracy
 from oodbench.runner.build import build, meta
-from oodbench.runner.cache import RepresentationCache, cache_key
 from oodbench.runner.checks import write_failure
 from oodbench.runner.evaluate import evaluate_pair
 from oodbench.runner.fit import fit_detector, fit_for_set
-from oodbench.runner.forward import Representations, extract, resolve_device
-from oodbench.runner.model import load_model
 from oodbench.runner.provenance import environment, stable_hash, write_csv
-from oodbench.runner.scoring import ScoringContext, score_set
+from oodbench.runner.scoring import score_set
+from oodbench.runner.session import Session
 from oodbench.runner.store import identity_columns, inputs_identity, load_stored, result_path
 
 log = logging.getLogger("oodbench")
-
-
-class Session:
-    """What a run shares across sets and detectors: paths, device, model, cache."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-        self.paths = {k: resolve(k, cfg.paths.get(k)) for k in ("data", "weights", "cache", "results")}
-        self.device = resolve_device(cfg.device)
-        self.model, self.checkpoint = load_model(cfg.arch, self.paths["weights"], self.device)
-        self.cache = RepresentationCache(self.paths["cache"], enabled=cfg.cache)
-        self.ctx = ScoringContext(self.model, self.device, cfg.batch_size)
-        self.id_val: ImageSet | None = None  # ID test images a protocol holds out for per-set tuning
-
-    def load_set(self, node: DictConfig, what: str, **overrides: Any) -> ImageSet:
-        return build(node, what, data_dir=str(self.paths["data"]), cache_dir=str(self.paths["cache"]), **overrides)
-
-    def representations(self, data: ImageSet) -> Representations:
-        key = cache_key(
-            checkpoint=self.checkpoint["sha256"], data=data.content_id, indices=data.index_digest(),
-            n=len(data), transform="pixels01", layers="logits+penultimate", dtype="float32",
-        )
-        try:
-            return self.cache.get_or_compute(key, lambda: self._extract(data), data.name)
-        except OSError as err:
-            raise write_failure(err, self.cache.root, f"the representation cache entry of {data.name}") from None
-
-    def _extract(self, data: ImageSet) -> Representations:
-        """One forward pass; non-finite outputs are an error (and never cached), not a silently wrong score."""
-        reps = extract(self.model, data, self.device, self.cfg.batch_size)
-        bad = int((~torch.isfinite(reps.logits)).any(1).sum() + (~torch.isfinite(reps.features)).any(1).sum())
-        if bad:
-            raise OodbenchError(f"the network produced non-finite logits or features on {bad} images of {data.name}; "
-                                f"the checkpoint {self.checkpoint['name']} or the inputs are broken (nothing cached)")
-        return reps
 
 
 def _id_set(s: Session) -> ImageSet:
@@ -160,12 +122,13 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, bool]:
     if not fulls:
         raise OodbenchError("no OOD set could be evaluated: " + " | ".join(missing.values()))
     id_reps = s.representations(id_set)
-    id_acc = float((id_reps.logits.argmax(1).numpy() == id_set.labels).mean()) if id_set.labels is not None else None
+    id_acc = id_accuracy(id_reps.logits.numpy(), id_set.labels) if id_set.labels is not None else None
     log.info("ID %s | accuracy %s | checkpoint %s (sha256 %s)", id_set.describe(),
              "n/a (no labels)" if id_acc is None else f"{100 * id_acc:.2f}%", s.checkpoint["name"],
              s.checkpoint["sha256"][:12])
 
     id_scores: dict[Detector, np.ndarray] = {}  # keyed by the object: per-set clones never share an entry
+    fitted: set[Detector] = set()
     base = dict(_base_row(cfg, s, id_set, id_acc), **identity_columns(identity))
     rows, scores_out = [], {}
     for ood_name in cfg.ood:
@@ -174,8 +137,9 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, bool]:
             rows.append(dict(row, status="not_available", message=missing[ood_name]))
             continue
         det = _detector_for(cfg, ood_name, detectors)
-        if det.needs_fit and not getattr(det, "_fitted", False):
+        if det.needs_fit and det not in fitted:
             fit_detector(det, s)
+            fitted.add(det)
         det = fit_for_set(det, s, fulls[ood_name])
         ood = scored[ood_name]
         t_set = time.time()
@@ -212,6 +176,7 @@ def _base_row(cfg: DictConfig, s: Session, id_set: ImageSet, id_acc: float | Non
         "arch": cfg.arch.name,
         "checkpoint": s.checkpoint["name"],
         "checkpoint_sha256": s.checkpoint["sha256"],
+        "training": _json(s.checkpoint["training"]) if s.checkpoint.get("training") else "",
         "detector": cfg.detector_name,
         "protocol": cfg.protocol.name,
         "id_source": id_set.describe(),

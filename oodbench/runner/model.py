@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from oodbench.errors import CheckpointError
-from oodbench.models.registry import CHECKPOINTS, load_classifier
-from oodbench.models.torchvision_nets import hub_hash_prefix, load_torchvision_classifier
+from oodbench.models.registry import CHECKPOINTS, load_classifier, load_torchvision_classifier
+from oodbench.models.torchvision_nets import hub_hash_prefix
 
 
 def load_model(arch: DictConfig, weights_dir: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:

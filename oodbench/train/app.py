@@ -14,12 +14,12 @@ from oodbench.data.files import sha256_file
 from oodbench.errors import OodbenchError
 from oodbench.models import ARCHS, CHECKPOINTS, NORMALIZATIONS, Classifier, build_arch, load_classifier
 from oodbench.models.legacy import read_state_dict
+from oodbench.models.two_head import SUFFIX, expand_state
 from oodbench.paths import resolve
 from oodbench.runner.build import build
 from oodbench.runner.forward import resolve_device
 from oodbench.train.data import EpochBatches, load_id_train, load_outliers
 from oodbench.train.loop import Settings, train
-from oodbench.train.mcd_model import SUFFIX, expand_state
 from oodbench.train.methods import Method
 
 log = logging.getLogger("oodbench")

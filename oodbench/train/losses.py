@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from oodbench.detectors.mcd import mcd_score  # noqa: F401 - the test-time score, re-exported for the methods
+
 
 def _up(x: Tensor) -> Tensor:
     """At least float32 (half-precision logits under AMP are promoted; float64 stays float64)."""
@@ -53,8 +55,3 @@ def mcd_discrepancy(logits1: Tensor, logits2: Tensor) -> Tensor:
 def mcd_loss(logits1_u: Tensor, logits2_u: Tensor, margin: float) -> Tensor:
     """Unlabelled-data term of MCD step B: max(0, m - d(p1, p2)), the hinge on the batch-mean discrepancy."""
     return F.relu(margin - mcd_discrepancy(logits1_u, logits2_u))
-
-
-def mcd_score(logits1: Tensor, logits2: Tensor) -> Tensor:
-    """Test-time discrepancy per sample: L1 distance sum_c |softmax(f1)_c - softmax(f2)_c| (higher = more OOD)."""
-    return (torch.softmax(_up(logits1), dim=1) - torch.softmax(_up(logits2), dim=1)).abs().sum(dim=1)

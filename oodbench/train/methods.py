@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from oodbench.errors import OodbenchError
+from oodbench.models.two_head import both_heads
 from oodbench.train.losses import energy, energy_ft_loss, mcd_loss, mcd_score, oe_loss
-from oodbench.train.mcd_model import both_heads
 
 Logs = dict[str, Tensor]
 

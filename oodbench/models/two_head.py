@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from oodbench.errors import OodbenchError
 from oodbench.models.base import OODNet
+from oodbench.models.densenet import DenseNet3
 
 SUFFIX = "_mcd"
 
@@ -45,16 +46,9 @@ def to_two_head(net: OODNet) -> OODNet:
     return net
 
 
-def two_head(base_arch: str, num_classes: int) -> OODNet:
-    """An untrained two-head network on the registered architecture ``base_arch``."""
-    from oodbench.models.registry import build_arch
-
-    return to_two_head(build_arch(base_arch, num_classes))
-
-
 def densenet100_mcd(num_classes: int) -> OODNet:
     """DenseNet-BC-100 with two heads (the MCD paper's CIFAR network); registered as ``densenet100_mcd``."""
-    return two_head("densenet100", num_classes)
+    return to_two_head(DenseNet3(100, num_classes))
 
 
 def both_heads(model: nn.Module) -> TwoHeadLinear:
