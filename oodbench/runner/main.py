@@ -169,6 +169,7 @@ def _json(obj: Any) -> str:
 def _base_row(cfg: DictConfig, s: Session, id_set: ImageSet, id_acc: float | None) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
+    resolved.pop("table", None)  # a paper spec's page declaration (configs/paper/*.yaml), not a run setting
     return {
         "experiment": cfg.result_set or "",
         "run_name": cfg.run_name,
