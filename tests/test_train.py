@@ -322,4 +322,4 @@ def test_mcd_init_from_published_densenet_loads_as_two_head(tmp_path, shared):
                   tmp_path, meta, torch.device("cpu"))
     loaded, prov = load_classifier(None, path=final)
     assert prov["arch"] == "densenet100_mcd" and isinstance(loaded.net.fc, TwoHeadLinear)
-    assert prov["training"]["method"] == "mcd" and prov["training"]["epoch"] == 0  # rows carry it, no path regex
+    assert prov["training"]["method"] == "mcd" and prov["training"]["epoch"] == 1  # rows carry it, no path regex
