@@ -141,6 +141,7 @@ def load_imagenet_val(
         root = unpacked / folder
         if split == "train":
             fit_note = (f"no train split in {archive}: fit on these same val images (in-sample)",)
+            log.warning("%s", fit_note[0])
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir()) if root.is_dir() else []
     per_class = [list_images(root / c) for c in classes]
     files = [p for group in per_class for p in group]
@@ -151,7 +152,7 @@ def load_imagenet_val(
     index = imagenet1k_labels(classes) if label_map == "imagenet1k" else list(range(len(classes)))
     labels = np.concatenate([np.full(len(g), k, dtype=np.int64) for k, g in zip(index, per_class)])
     size, resize = _transform(size, resize)
-    digest = listing_digest(root, files, "classes", resize, size, label_map if label_map != "imagenet1k" else "")
+    digest = listing_digest(root, files, "classes", resize, size)  # labels do not change the pixels
     notes: tuple[str, ...] = fit_note
     if len(classes) != IMAGENET_CLASSES:
         how = ("labels are ImageNet-1k class indices of the wnids" if label_map == "imagenet1k" else
@@ -164,8 +165,9 @@ def load_imagenet_val(
     where = f"archive {archive} (sha256-checked), class folders {folder}" if archive else f"class folders {root}"
     return ImageSet(
         name=name, images=FolderImages(files, size, resize, threads), labels=labels,
-        source=f"{where} (resize {resize} + center-crop {size}, labels {label_map})", n_total=len(files),
-        indices=np.arange(len(files)), content_id=f"imagefolder:{name}:{'val' if archive else split}:{digest}", notes=notes,
+        source=f"{where} (resize {resize} + center-crop {size}, labels {label_map}){'; '.join(('',) + fit_note)}",
+        n_total=len(files), indices=np.arange(len(files)), notes=notes,
+        content_id=f"imagefolder:{name}:{'val' if archive else split}:{digest}",
     )
 
 
