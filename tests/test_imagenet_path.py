@@ -380,3 +380,69 @@ def test_torchvision_archs_on_the_real_sample_with_random_weights(sample_env, tm
                     "detector=react", "protocol.max_id=16", "protocol.max_ood=16", "protocol.max_fit=16",
                     "protocol.bootstrap=0", "batch_size=16")
     assert df.status[0] == "ok" and df.arch[0] == arch and df.n_id[0] == 16 and 0 <= df.id_acc[0] <= 0.25
+
+
+# --- any timm network (random weights on timm's tiny test models) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timm_files(tmp_path_factory):
+    timm = pytest.importorskip("timm")
+    root = tmp_path_factory.mktemp("timm")
+    files = {}
+    for name in ("test_vit", "test_convnext"):
+        torch.manual_seed(0)
+        files[name] = root / f"{name}-random.pth"
+        torch.save(timm.create_model(name, pretrained=False).state_dict(), files[name])
+    return files
+
+
+@pytest.mark.parametrize("name", ["test_vit", "test_convnext"])
+def test_timm_features_and_head_are_timms_forward(timm_files, name):
+    import timm
+
+    from oodbench.models.timm_net import load_timm
+
+    model, prov = load_timm(name, str(timm_files[name]))
+    ref = timm.create_model(name, pretrained=False)
+    ref.load_state_dict(torch.load(timm_files[name], weights_only=True))
+    ref.eval()
+    x = torch.rand(2, 3, 64, 64)
+    feats = model.features(x)
+    assert feats.shape == (2, model.feature_dim) and model.num_classes == 1000
+    torch.testing.assert_close(model.head(feats), ref(model.normalize(x)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model(x), ref(model.normalize(x)), rtol=1e-4, atol=1e-5)
+    assert prov["sha256"] == sha256_of(timm_files[name]) and prov["arch"] == name
+    assert prov["mean"] == tuple(float(m) for m in ref.pretrained_cfg["mean"])
+
+
+def test_timm_errors_are_one_line(timm_files, tmp_path):
+    from oodbench.models.timm_net import load_timm
+
+    with pytest.raises(CheckpointError, match="needs arch.name=<timm model name>"):
+        load_timm("timm", str(timm_files["test_vit"]))
+    with pytest.raises(CheckpointError, match="unknown timm model 'no_such_net'"):
+        load_timm("no_such_net", str(timm_files["test_vit"]))
+    with pytest.raises(CheckpointError, match="does not fit timm model test_convnext"):
+        load_timm("test_convnext", str(timm_files["test_vit"]), num_classes=1000)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_timm("test_vit", str(tmp_path / "missing.pth"))
+    with pytest.raises(CheckpointError, match="no cached pretrained weights .* nothing is downloaded"):
+        load_timm("test_vit", "timm-cache")
+
+
+def test_run_py_with_a_timm_network(tmp_path, timm_files):
+    data = _tree(tmp_path / "data", WNIDS[:2], per_class=2, ood=2)
+    env = dict(os.environ, OODBENCH_CACHE=str(tmp_path / "cache"), OODBENCH_RESULTS=str(tmp_path / "results"),
+               HYDRA_FULL_ERROR="0", HF_HUB_OFFLINE="1")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run.py"), "id=imagenet", "id.label_map=folders", "id.size=64",
+         "id.resize=72", "arch=timm", "arch.name=test_vit", f"arch.checkpoint={timm_files['test_vit']}",
+         "ood=[inaturalist]", f"paths.data={data}", "detector=ash", "detector.variant=s", "detector.p=90",
+         "protocol.bootstrap=0", "batch_size=4", f"hydra.run.dir={out}"],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    df = pd.read_csv(out / "metrics.csv")
+    assert df.status[0] == "ok" and df.arch[0] == "test_vit" and df.n_id[0] == 4 and df.n_ood[0] == 2
