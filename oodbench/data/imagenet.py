@@ -171,6 +171,33 @@ def load_imagenet_val(
     )
 
 
+def _header_error(path: Path) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as err:  # PIL raises many types for foreign / damaged files
+        return f"{type(err).__name__}: {err}"
+    return ""
+
+
+def _drop_bad(name: str, root: Path, files: list[Path], cache_dir: str, policy: str) -> list[Path]:
+    from oodbench.data.folders import BAD_IMAGE_POLICIES, report_bad
+
+    if policy not in BAD_IMAGE_POLICIES:
+        raise OodbenchError(f"ood.{name}.on_bad_image={policy!r}: choose from {', '.join(BAD_IMAGE_POLICIES)}")
+    bad = [(p, e) for p in files if (e := _header_error(p))]
+    if not bad:
+        return files
+    line = report_bad(name, root, bad, cache_dir or str(root), policy)
+    if policy == "fail" or len(bad) == len(files):
+        raise OodbenchError(line)
+    log.warning("%s", line)
+    drop = {p for p, _ in bad}
+    return [p for p in files if p not in drop]
+
+
 def load_archive_upsampled(
     name: str, archive: str, data_dir: str, cache_dir: str, sha256: str | None = None, member_glob: str = "*",
     size: int = 224, resize: int | None = None, url: str = "", exact: str = "", threads: int | None = None,
@@ -190,22 +217,27 @@ def load_archive_upsampled(
 def load_ood_folder(
     name: str, folder: str, data_dir: str, cache_dir: str = "", url: str = "", size: int = 224,
     resize: int | None = None, n_expected: int | None = None, threads: int | None = None,
+    on_bad_image: str = "fail",
 ) -> ImageSet:
     """Every image below ``data_dir/folder`` (sorted relative paths), lazily resized + center-cropped.
 
     ``n_expected`` (the published size of the set) only adds a note when the folder holds another count.
+    Every file's header is checked when the set is loaded (cheap; a file truncated after its header still
+    fails later, at decode, naming the file): unreadable ones are all listed, then fail the set or are
+    skipped (``on_bad_image``), as :func:`oodbench.data.folders.load_image_folder` does.
     """
-    del cache_dir
     root = Path(data_dir) / folder
     files = list_images(root) if root.is_dir() else []
     if not files:
         raise DataNotAvailable(f"OOD set {name} not available: put its images under {root} (from {url})")
+    n_found = len(files)
+    files = _drop_bad(name, root, files, cache_dir, on_bad_image)
     size, resize = _transform(size, resize)
     digest = listing_digest(root, files, resize, size)
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = (f"{n_found - len(files)} unreadable file(s) skipped",) if n_found > len(files) else ()
     if n_expected is not None and len(files) != n_expected:
-        notes = (f"{len(files)} images found, the published set has {n_expected}",)
-        log.warning("OOD set %s: %s under %s", name, notes[0], root)
+        notes += (f"{len(files)} images found, the published set has {n_expected}",)
+        log.warning("OOD set %s: %s under %s", name, notes[-1], root)
     return ImageSet(
         name=name, images=FolderImages(files, size, resize, threads), labels=None,
         source=f"image folder {root} (resize {resize} + center-crop {size})", n_total=len(files),
