@@ -151,7 +151,23 @@ def test_parallel_launchers_give_the_sequential_rows_with_one_forward_pass_each(
         assert sorted(misses) == ["cifar10", "gaussian", "isun"], (name, misses)  # one pass per set
         assert len(re.findall(r"cache (?:hit|miss) ", logs)) == 6  # 2 cells x 3 sets
         df = pd.read_csv(sweep / "summary.csv")
+        assert (~df.tf32_matmul).all() and (~df.tf32_cudnn).all() and set(df.amp_dtype) == {"none"}  # numeric mode
         rows[name] = df.sort_values(["detector_params", "ood_dataset"])[["detector_params", "ood_dataset", *METRICS]]
     assert len(rows["basic"]) == 4
     for name in ("joblib", "submitit_local"):
         pd.testing.assert_frame_equal(rows[name].reset_index(drop=True), rows["basic"].reset_index(drop=True))
+
+
+def test_tf32_switch_and_numeric_mode():
+    from oodbench.runner.forward import numeric_mode, set_tf32
+    from oodbench.runner.provenance import environment
+
+    try:
+        set_tf32(True)
+        assert numeric_mode() == {"tf32_matmul": True, "tf32_cudnn": True, "amp_dtype": "none"}
+        set_tf32(False)
+        assert numeric_mode() == {"tf32_matmul": False, "tf32_cudnn": False, "amp_dtype": "none"}
+        env = environment(torch.device("cpu"))
+        assert (env["tf32_matmul"], env["tf32_cudnn"], env["amp_dtype"]) == (False, False, "none")
+    finally:
+        set_tf32(False)

@@ -31,6 +31,35 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_tf32(enabled: bool = False) -> None:
+    """TF32 for float32 CUDA matmuls and cuDNN convolutions on (``tf32=true``) or off (default: plain fp32).
+
+    PyTorch's own defaults differ — matmul off but cuDNN convolutions *on* — which moves GPU numbers by up to
+    ~0.1 FPR95 points against CPU fp32; oodbench sets both explicitly and records them (:func:`numeric_mode`).
+    No effect on CPU computations.
+    """
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision"):  # torch >= 2.9: the new API (never mixed with the legacy one)
+        prec = "tf32" if enabled else "ieee"
+        b.cuda.matmul.fp32_precision = prec
+        for backend in (b.cudnn.conv, b.cudnn.rnn):
+            backend.fp32_precision = prec
+    else:
+        b.cuda.matmul.allow_tf32 = enabled
+        b.cudnn.allow_tf32 = enabled
+
+
+def numeric_mode() -> dict[str, object]:
+    """What every result row records about the arithmetic: TF32 for CUDA matmul / cuDNN conv, AMP dtype."""
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision"):
+        matmul = b.cuda.matmul.fp32_precision == "tf32" or torch.get_float32_matmul_precision() != "highest"
+        conv = b.cudnn.conv.fp32_precision == "tf32"
+    else:
+        matmul, conv = bool(b.cuda.matmul.allow_tf32), bool(b.cudnn.allow_tf32)
+    return {"tf32_matmul": bool(matmul), "tf32_cudnn": bool(conv), "amp_dtype": "none"}  # extraction runs fp32
+
+
 def map_batches(
     data: ImageSet, fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
     device: torch.device, batch_size: int, desc: str,

@@ -25,7 +25,7 @@ from oodbench.runner.build import build, meta
 from oodbench.runner.cache import RepresentationCache, cache_key
 from oodbench.runner.evaluate import evaluate_pair
 from oodbench.runner.fit import fit_detector, fit_for_set
-from oodbench.runner.forward import Representations, extract, resolve_device
+from oodbench.runner.forward import Representations, extract, numeric_mode, resolve_device, set_tf32
 from oodbench.runner.model import load_model
 from oodbench.runner.provenance import environment, stable_hash, write_csv
 from oodbench.runner.provenance import git_commit as environment_commit
@@ -41,6 +41,7 @@ class Session:
         self.cfg = cfg
         self.paths = {k: resolve(k, cfg.paths.get(k)) for k in ("data", "weights", "cache", "results")}
         self.device = resolve_device(cfg.device)
+        set_tf32(bool(cfg.get("tf32", False)))  # numeric mode, recorded in every row (provenance.environment)
         self.model, self.checkpoint = load_model(cfg.arch, self.paths["weights"], self.device)
         self.cache = RepresentationCache(self.paths["cache"], enabled=cfg.cache)
         self.ctx = ScoringContext(self.model, self.device, cfg.batch_size)
@@ -52,6 +53,7 @@ class Session:
         key = cache_key(
             checkpoint=self.checkpoint["sha256"], data=data.content_id, indices=data.index_digest(),
             n=len(data), transform="pixels01", layers="logits+penultimate", dtype="float32",
+            **({"numeric": numeric_mode()} if self.device.type == "cuda" else {}),  # TF32 changes GPU numbers
         )
         return self.cache.get_or_compute(
             key, lambda: extract(self.model, data, self.device, self.cfg.batch_size), data.name
