@@ -24,10 +24,30 @@ class Representations:
         return {"logits": self.logits.numpy(), "features": self.features.numpy()}
 
 
+def _sweep_job_num() -> int | None:
+    """This job's number inside a Hydra multirun (any launcher), else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
+    except (ValueError, ImportError, AttributeError, TypeError):  # no Hydra app running (library use)
+        return None
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; otherwise whatever torch accepts (``cpu``, ``cuda:1``…)."""
+    """``auto`` → CUDA when present, else CPU; otherwise whatever torch accepts (``cpu``, ``cuda:1``…).
+
+    In a sweep on a node with several visible GPUs, ``auto`` spreads the jobs: job ``k`` gets ``cuda:k % n``,
+    so ``hydra/launcher=joblib hydra.launcher.n_jobs=<n GPUs>`` runs one worker per GPU (SLURM jobs see only
+    their own GPU and get ``cuda:0``).
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        n, job = torch.cuda.device_count(), _sweep_job_num()
+        return torch.device(f"cuda:{job % n}" if n > 1 and job is not None else "cuda")
     return torch.device(name)
 
 
