@@ -51,6 +51,8 @@ def derive_run_name(cfg: DictConfig) -> str:
     det = OmegaConf.to_container(cfg.detector, resolve=True)
     identity = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("id", "protocol", "ood")}
     identity.update(detector=det, checkpoint=str(cfg.arch.checkpoint))
+    if cfg.get("tf32"):  # TF32 cells are other numbers (default off keeps the stored names)
+        identity["tf32"] = True
     ckpt = Path(str(cfg.arch.checkpoint)).stem
     return f"{cfg.id.name}-{ckpt}-{cfg.detector_name}-{cfg.protocol.name}-{stable_hash(identity, 8)}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tarfile
 
 import numpy as np
@@ -100,3 +101,96 @@ def test_protocol_subset_is_deterministic_and_recorded():
         protocol_subset(ds, holdout=50)
 
 
+
+
+# --- one folder loader, torchvision-exact --------------------------------------------------------------------
+
+
+def _random_images(root, n, seed=0, ext=".png"):
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = []
+    for i in range(n):
+        w, h = (int(v) for v in rng.integers(33, 120, 2))  # non-square, both up- and down-scaled sides
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"{i:03d}{ext}")
+        sizes.append((w, h))
+    return sizes
+
+
+@pytest.mark.parametrize("size,resize", [(32, None), (32, 36), (64, 73)])
+def test_folder_loader_matches_torchvision_transforms(tmp_path, size, resize):
+    from torchvision import transforms
+
+    from oodbench.data.folders import load_image_folder
+
+    _random_images(tmp_path / "imgs", 50)
+    ds = load_image_folder("mine", str(tmp_path), str(tmp_path / "cache"), path="imgs", size=size, resize=resize)
+    tv = transforms.Compose([transforms.Resize(resize or size), transforms.CenterCrop(size)])
+    expected = np.stack([np.asarray(tv(Image.open(tmp_path / "imgs" / f"{i:03d}.png").convert("RGB")))
+                         for i in range(50)])
+    assert ds.images.shape == (50, size, size, 3)
+    np.testing.assert_array_equal(ds.images, expected)  # every pixel of every image
+    again = load_image_folder("mine", str(tmp_path), str(tmp_path / "cache"), path=str(tmp_path / "imgs"),
+                              size=size, resize=resize)  # absolute path, from the cache
+    np.testing.assert_array_equal(again.images, expected)
+    assert again.content_id == ds.content_id and "50 files, listing sha256" in ds.source
+
+
+def test_one_image_extension_list():
+    import oodbench.data.folders as folders
+    import oodbench.data.imagenet as imagenet
+    from oodbench.data.lazy import IMAGE_EXTENSIONS
+
+    assert not hasattr(folders, "_IMAGE_EXT") and imagenet.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
+    assert {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"} == set(IMAGE_EXTENSIONS)
+
+
+def _with_bad_files(root, n_bad):
+    _random_images(root, 6)
+    for i in range(n_bad):
+        (root / f"bad{i}.jpg").write_bytes(b"not an image at all")
+    return root
+
+
+def test_bad_images_are_all_listed_then_fail_or_skip(tmp_path):
+    from oodbench.data.folders import load_image_folder
+
+    _with_bad_files(tmp_path / "imgs", 5)
+    cache = tmp_path / "cache"
+    with pytest.raises(OodbenchError) as err:
+        load_image_folder("mine", str(tmp_path), str(cache), path="imgs")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("5 unreadable image file(s) in OOD set mine under")
+    assert "bad0.jpg, bad1.jpg, bad2.jpg, ..." in msg and "on_bad_image=skip" in msg
+    listing = re.search(r"full list: (\S+)\)", msg).group(1)
+    assert sorted(line.split("\t")[0].rsplit("/", 1)[1] for line in open(listing).read().splitlines()) == [
+        f"bad{i}.jpg" for i in range(5)]
+    ds = load_image_folder("mine", str(tmp_path), str(cache), path="imgs", on_bad_image="skip")
+    assert len(ds) == 6 and ds.n_total == 11 and ds.notes == ("5 unreadable file(s) skipped",)
+    assert ds.indices.tolist() == [0, 1, 2, 3, 4, 5]  # positions in the sorted listing (bad* sort last)
+    with pytest.raises(OodbenchError, match="on_bad_image='ignore': choose from fail, skip"):
+        load_image_folder("mine", str(tmp_path), str(cache), path="imgs", on_bad_image="ignore")
+
+
+def test_lazy_folder_sets_check_headers_too(tmp_path):
+    from oodbench.data.imagenet import load_ood_folder
+
+    _with_bad_files(tmp_path / "ood", 2)
+    with pytest.raises(OodbenchError, match=r"^2 unreadable image file\(s\) in OOD set big .*bad0.jpg, bad1.jpg "):
+        load_ood_folder("big", "ood", str(tmp_path), str(tmp_path / "cache"))
+    ds = load_ood_folder("big", "ood", str(tmp_path), str(tmp_path / "cache"), on_bad_image="skip")
+    assert len(ds) == 6 and ds.notes == ("2 unreadable file(s) skipped",)
+
+
+def test_folder_ood_set_bad_image_exits_2_with_one_line(run_cli, tmp_path):
+    _with_bad_files(tmp_path / "imgs", 3)
+    args = ["arch.weights=dice", "ood=folder", f"ood.folder.path={tmp_path / 'imgs'}", "protocol.max_id=20",
+            "protocol.bootstrap=0"]
+    proc = run_cli(*args, results=tmp_path / "res")
+    assert proc.returncode == 2
+    err = [line for line in proc.stderr.splitlines() if line.startswith("oodbench: error:")]
+    assert len(err) == 1 and "3 unreadable image file(s) in OOD set folder" in err[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    proc = run_cli(*args, "ood.folder.on_bad_image=skip", results=tmp_path / "res")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "folder      6" in proc.stdout or " 6 " in proc.stdout

@@ -65,60 +65,60 @@ def decode_file(path: Path, resize: int, size: int) -> np.ndarray:
                                "re-extract the data set") from None
 
 
-class FolderImages:
-    """Lazy ``(N, size, size, 3)`` uint8 array of image files; see the module docstring for the indexing rules.
-
-    ``files`` keep their given order (loaders pass them sorted). ``resize`` defaults to ``size / 0.875``
-    (256 for 224, the standard ImageNet evaluation ratio). ``threads`` = decode threads per batch (1 = serial).
-    """
+class LazyImages:
+    """Lazy ``(N, size, size, 3)`` uint8 array decoded item by item; see the module docstring for the indexing
+    rules. Subclasses say how many items there are (:meth:`__len__`), how to decode item ``i``
+    (:meth:`load`) and how to make a view over some items (:meth:`_view`)."""
 
     dtype = np.dtype(np.uint8)
     ndim = 4
+    size: int
+    resize: int
+    threads: int
 
-    def __init__(self, files: Sequence[str | os.PathLike], size: int = 224, resize: int | None = None,
-                 threads: int | None = None) -> None:
-        self.files: tuple[Path, ...] = tuple(Path(f) for f in files)
+    def _setup(self, size: int, resize: int | None, threads: int | None) -> None:
         self.size = int(size)
         self.resize = int(resize) if resize is not None else int(round(self.size / 0.875))
         if self.resize < self.size:
             raise ValueError(f"resize ({self.resize}) must be >= size ({self.size})")
         self.threads = default_threads() if threads is None else max(1, int(threads))
 
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, i: int) -> np.ndarray:
+        """Item ``i`` (0 <= i < len) as uint8 ``(size, size, 3)``."""
+        raise NotImplementedError
+
+    def _view(self, positions: list[int]) -> LazyImages:
+        raise NotImplementedError
+
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.files), self.size, self.size, 3)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __repr__(self) -> str:
-        return f"FolderImages({len(self)} files, resize {self.resize}, crop {self.size})"
-
-    def _view(self, files: Sequence[Path]) -> FolderImages:
-        return FolderImages(files, self.size, self.resize, self.threads)
+        return (len(self), self.size, self.size, 3)
 
     def decode(self, positions: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Decode the images at ``positions`` (all when None) → uint8 ``(k, size, size, 3)``."""
-        files = self.files if positions is None else [self.files[int(i)] for i in positions]
-        out = np.empty((len(files), self.size, self.size, 3), dtype=np.uint8)
+        pos = list(range(len(self))) if positions is None else [int(i) for i in positions]
+        out = np.empty((len(pos), self.size, self.size, 3), dtype=np.uint8)
 
         def one(k: int) -> None:
-            out[k] = decode_file(files[k], self.resize, self.size)
+            out[k] = self.load(pos[k])
 
-        if self.threads == 1 or len(files) < 2:
-            for k in range(len(files)):
+        if self.threads == 1 or len(pos) < 2:
+            for k in range(len(pos)):
                 one(k)
         else:
-            with ThreadPoolExecutor(max_workers=min(self.threads, len(files))) as pool:
-                list(pool.map(one, range(len(files))))  # list() re-raises the first worker error
+            with ThreadPoolExecutor(max_workers=min(self.threads, len(pos))) as pool:
+                list(pool.map(one, range(len(pos))))  # list() re-raises the first worker error
         return out
 
-    def __getitem__(self, key: object) -> np.ndarray | FolderImages:
+    def __getitem__(self, key: object) -> np.ndarray | LazyImages:
         if isinstance(key, (int, np.integer)):
             i = int(key)
             if not -len(self) <= i < len(self):
                 raise IndexError(f"index {i} out of range for {len(self)} images")
-            return decode_file(self.files[i], self.resize, self.size)
+            return self.load(i % len(self))
         if isinstance(key, slice):
             return self.decode(range(*key.indices(len(self))))
         idx = np.asarray(key)
@@ -127,11 +127,58 @@ class FolderImages:
                 raise IndexError(f"boolean index of shape {idx.shape} for {len(self)} images")
             idx = np.flatnonzero(idx)
         if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
-            raise IndexError(f"FolderImages supports an int, a slice or a 1-d int/bool array, not {key!r}")
+            raise IndexError(f"{type(self).__name__} supports an int, a slice or a 1-d int/bool array, not {key!r}")
         if idx.size and (idx.max() >= len(self) or idx.min() < -len(self)):
             raise IndexError(f"index out of range for {len(self)} images")
-        return self._view([self.files[int(i)] for i in idx])
+        return self._view([int(i) % len(self) for i in idx])
 
     def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
         arr = self.decode()
         return arr if dtype is None else arr.astype(dtype, copy=False)
+
+
+class FolderImages(LazyImages):
+    """Lazy view of image files (``files`` keep their given order; loaders pass them sorted). ``resize``
+    defaults to ``size / 0.875`` (256 for 224, the standard ImageNet evaluation ratio). ``threads`` = decode
+    threads per batch (1 = serial)."""
+
+    def __init__(self, files: Sequence[str | os.PathLike], size: int = 224, resize: int | None = None,
+                 threads: int | None = None) -> None:
+        self.files: tuple[Path, ...] = tuple(Path(f) for f in files)
+        self._setup(size, resize, threads)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __repr__(self) -> str:
+        return f"FolderImages({len(self)} files, resize {self.resize}, crop {self.size})"
+
+    def load(self, i: int) -> np.ndarray:
+        return decode_file(self.files[i], self.resize, self.size)
+
+    def _view(self, positions: list[int]) -> FolderImages:
+        return FolderImages([self.files[i] for i in positions], self.size, self.resize, self.threads)
+
+
+class ResampledImages(LazyImages):
+    """Lazy view of an in-memory uint8 ``(N, h, w, 3)`` array put through :func:`resize_center_crop` — e.g. a
+    32-px OOD archive fed to a 224-px ImageNet network (``Resize(256)`` upsamples, then ``CenterCrop(224)``)."""
+
+    def __init__(self, base: np.ndarray, size: int = 224, resize: int | None = None,
+                 threads: int | None = None) -> None:
+        if base.dtype != np.uint8 or base.ndim != 4:
+            raise ValueError(f"ResampledImages needs uint8 (N, h, w, 3) pixels, got {base.dtype} {base.shape}")
+        self.base = base
+        self._setup(size, resize, threads)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __repr__(self) -> str:
+        return f"ResampledImages({len(self)} of {self.base.shape[1:3]}, resize {self.resize}, crop {self.size})"
+
+    def load(self, i: int) -> np.ndarray:
+        return resize_center_crop(Image.fromarray(self.base[i]), self.resize, self.size)
+
+    def _view(self, positions: list[int]) -> ResampledImages:
+        return ResampledImages(self.base[positions], self.size, self.resize, self.threads)

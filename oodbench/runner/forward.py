@@ -24,11 +24,60 @@ class Representations:
         return {"logits": self.logits.numpy(), "features": self.features.numpy()}
 
 
+def _sweep_job_num() -> int | None:
+    """This job's number inside a Hydra multirun (any launcher), else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
+    except (ValueError, ImportError, AttributeError, TypeError):  # no Hydra app running (library use)
+        return None
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; otherwise whatever torch accepts (``cpu``, ``cuda:1``…)."""
+    """``auto`` → CUDA when present, else CPU; otherwise whatever torch accepts (``cpu``, ``cuda:1``…).
+
+    In a sweep on a node with several visible GPUs, ``auto`` spreads the jobs: job ``k`` gets ``cuda:k % n``,
+    so ``hydra/launcher=joblib hydra.launcher.n_jobs=<n GPUs>`` runs one worker per GPU (SLURM jobs see only
+    their own GPU and get ``cuda:0``).
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        n, job = torch.cuda.device_count(), _sweep_job_num()
+        return torch.device(f"cuda:{job % n}" if n > 1 and job is not None else "cuda")
     return torch.device(name)
+
+
+def set_tf32(enabled: bool = False) -> None:
+    """TF32 for float32 CUDA matmuls and cuDNN convolutions on (``tf32=true``) or off (default: plain fp32).
+
+    PyTorch's own defaults differ — matmul off but cuDNN convolutions *on* — which moves GPU numbers by up to
+    ~0.1 FPR95 points against CPU fp32; oodbench sets both explicitly and records them (:func:`numeric_mode`).
+    No effect on CPU computations.
+    """
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision"):  # torch >= 2.9: the new API (never mixed with the legacy one)
+        prec = "tf32" if enabled else "ieee"
+        b.cuda.matmul.fp32_precision = prec
+        for backend in (b.cudnn.conv, b.cudnn.rnn):
+            backend.fp32_precision = prec
+    else:
+        b.cuda.matmul.allow_tf32 = enabled
+        b.cudnn.allow_tf32 = enabled
+
+
+def numeric_mode() -> dict[str, object]:
+    """What every result row records about the arithmetic: TF32 for CUDA matmul / cuDNN conv, AMP dtype."""
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision"):
+        matmul = b.cuda.matmul.fp32_precision == "tf32" or torch.get_float32_matmul_precision() != "highest"
+        conv = b.cudnn.conv.fp32_precision == "tf32"
+    else:
+        matmul, conv = bool(b.cuda.matmul.allow_tf32), bool(b.cudnn.allow_tf32)
+    return {"tf32_matmul": bool(matmul), "tf32_cudnn": bool(conv), "amp_dtype": "none"}  # extraction runs fp32
 
 
 def map_batches(

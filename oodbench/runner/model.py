@@ -12,10 +12,14 @@ from torch import nn
 from oodbench.errors import CheckpointError
 from oodbench.models.registry import CHECKPOINTS, load_classifier, load_torchvision_classifier
 from oodbench.models.torchvision_nets import hub_hash_prefix
+from oodbench.runner.build import build
 
 
 def load_model(arch: DictConfig, weights_dir: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """``arch.checkpoint`` is a registered name (see ``oodbench.models.registry``) or a file path."""
+    if arch.get("_target_"):  # an arch config with its own loader (efficientnet_lite0, timm): it returns both
+        model, prov = build(arch, f"arch {arch.name}", weights_dir=str(weights_dir))
+        return model.to(device), prov
     ckpt = str(arch.checkpoint)
     if ckpt in CHECKPOINTS:
         spec = CHECKPOINTS[ckpt]

@@ -17,6 +17,7 @@ import oodbench
 from oodbench.data.files import atomic_write_bytes
 from oodbench.errors import OodbenchError
 from oodbench.paths import REPO_ROOT
+from oodbench.runner.forward import numeric_mode
 
 
 @functools.cache
@@ -46,6 +47,7 @@ def environment(device: torch.device) -> dict[str, str]:
         "torch_version": torch.__version__,
         "device": f"{device.type}:{name}",
         "git_commit": git_commit(),
+        **numeric_mode(),  # tf32_matmul, tf32_cudnn, amp_dtype
     }
 
 

@@ -13,7 +13,7 @@ from oodbench.paths import resolve
 from oodbench.runner.build import build
 from oodbench.runner.cache import RepresentationCache, cache_key
 from oodbench.runner.checks import write_failure
-from oodbench.runner.forward import Representations, extract, resolve_device
+from oodbench.runner.forward import Representations, extract, numeric_mode, resolve_device, set_tf32
 from oodbench.runner.model import load_model
 from oodbench.runner.scoring import ScoringContext
 
@@ -25,6 +25,7 @@ class Session:
         self.cfg = cfg
         self.paths = {k: resolve(k, cfg.paths.get(k)) for k in ("data", "weights", "cache", "results")}
         self.device = resolve_device(cfg.device)
+        set_tf32(bool(cfg.get("tf32", False)))  # numeric mode, recorded in every row (provenance.environment)
         self.model, self.checkpoint = load_model(cfg.arch, self.paths["weights"], self.device)
         self.cache = RepresentationCache(self.paths["cache"], enabled=cfg.cache)
         self.ctx = ScoringContext(self.model, self.device, cfg.batch_size)
@@ -37,6 +38,7 @@ class Session:
         key = cache_key(
             checkpoint=self.checkpoint["sha256"], data=data.content_id, indices=data.index_digest(),
             n=len(data), transform="pixels01", layers="logits+penultimate", dtype="float32",
+            **({"numeric": numeric_mode()} if self.device.type == "cuda" else {}),  # TF32 changes GPU numbers
         )
         try:
             return self.cache.get_or_compute(key, lambda: self._extract(data), data.name)

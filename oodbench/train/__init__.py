@@ -1,8 +1,8 @@
 """Training and fine-tuning (``python train.py``): classifier, energy fine-tuning, Outlier Exposure, MCD.
 
-``losses`` (pure loss functions), ``data`` (ID set, outlier pool, seeded augmented batches), ``methods`` (one class
-per method), ``mcd_model`` (the two-head network), ``loop`` (the epoch loop and checkpoints), ``app`` (config ->
-objects; :func:`main`).
+``losses`` (pure loss functions), ``data`` (ID set, outlier pool, seeded augmented batches), ``methods`` (one
+class per method; the two-head network is ``oodbench.models.two_head``), ``loop`` (the epoch loop and
+checkpoints), ``app`` (config -> objects; :func:`main`).
 """
 
 from __future__ import annotations
