@@ -15,8 +15,7 @@ from PIL import Image
 
 from oodbench.data.base import ImageSet
 from oodbench.data.files import atomic_savez, atomic_write_bytes
-from oodbench.data.imagenet import list_images, listing_digest
-from oodbench.data.lazy import resize_center_crop
+from oodbench.data.lazy import list_images, listing_digest, resize_center_crop
 from oodbench.errors import DataNotAvailable, OodbenchError
 
 log = logging.getLogger("oodbench")

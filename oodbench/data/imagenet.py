@@ -14,7 +14,6 @@ is available in the development environment: a missing one gives one line saying
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -24,7 +23,8 @@ import numpy as np
 from oodbench.data.archives import load_archive_set
 from oodbench.data.base import ImageSet
 from oodbench.data.files import require_file, verify_sha256
-from oodbench.data.lazy import IMAGE_EXTENSIONS, FolderImages, ResampledImages
+from oodbench.data.folders import BAD_IMAGE_POLICIES, report_bad
+from oodbench.data.lazy import FolderImages, ResampledImages, list_images, listing_digest
 from oodbench.errors import DataNotAvailable, OodbenchError
 
 log = logging.getLogger("oodbench")
@@ -90,24 +90,6 @@ def extract_archive(archive: Path, sha256: str | None, cache_dir: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def list_images(root: Path) -> list[Path]:
-    """Every image file below ``root`` (torchvision's extensions, any case), sorted by relative path."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        found += [Path(dirpath) / f for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
-def listing_digest(root: Path, files: list[Path], *extra: object) -> str:
-    """sha256 of the sorted relative paths and byte sizes (plus ``extra``, e.g. the transform): changes when a
-    file is added, removed, renamed or replaced by one of another size, so the representation cache follows."""
-    h = hashlib.sha256(repr(extra).encode())
-    for p in files:
-        h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def _transform(size: int, resize: int | None) -> tuple[int, int]:
@@ -183,7 +165,6 @@ def _header_error(path: Path) -> str:
 
 
 def _drop_bad(name: str, root: Path, files: list[Path], cache_dir: str, policy: str) -> list[Path]:
-    from oodbench.data.folders import BAD_IMAGE_POLICIES, report_bad
 
     if policy not in BAD_IMAGE_POLICIES:
         raise OodbenchError(f"ood.{name}.on_bad_image={policy!r}: choose from {', '.join(BAD_IMAGE_POLICIES)}")

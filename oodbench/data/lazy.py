@@ -17,6 +17,7 @@ Batches are decoded by a small thread pool (PIL releases the GIL while decoding 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -182,3 +183,23 @@ class ResampledImages(LazyImages):
 
     def _view(self, positions: list[int]) -> ResampledImages:
         return ResampledImages(self.base[positions], self.size, self.resize, self.threads)
+
+
+def list_images(root: Path) -> list[Path]:
+    """Every image file below ``root`` (torchvision's extensions, any case), sorted by relative path."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort()
+        found += [Path(dirpath) / f for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def listing_digest(root: Path, files: list[Path], *extra: object) -> str:
+    """sha256 of the sorted relative paths, byte sizes and modification times (plus ``extra``, e.g. the
+    transform): changes when a file is added, removed, renamed or rewritten, so the representation cache and the
+    result store follow."""
+    h = hashlib.sha256(repr(extra).encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
