@@ -139,9 +139,9 @@ def test_folder_loader_matches_torchvision_transforms(tmp_path, size, resize):
 def test_one_image_extension_list():
     import oodbench.data.folders as folders
     import oodbench.data.imagenet as imagenet
-    from oodbench.data.lazy import IMAGE_EXTENSIONS
+    from oodbench.data.lazy import IMAGE_EXTENSIONS, list_images
 
-    assert not hasattr(folders, "_IMAGE_EXT") and imagenet.IMAGE_EXTENSIONS is IMAGE_EXTENSIONS
+    assert not hasattr(folders, "_IMAGE_EXT") and folders.list_images is imagenet.list_images is list_images
     assert {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"} == set(IMAGE_EXTENSIONS)
 
 

@@ -146,7 +146,7 @@ def test_disk_full_during_a_cache_write_is_one_clear_error(monkeypatch, tmp_path
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_mod, "atomic_savez", full)
+    monkeypatch.setattr(cache_mod.RepresentationCache, "_write", full)
     store = cache_mod.RepresentationCache(tmp_path)
     with pytest.raises(OSError) as info:
         store.get_or_compute("k" * 64, lambda: Representations(torch.ones(1, 2), torch.ones(1, 2)), "x")
