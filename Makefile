@@ -20,8 +20,11 @@ tables:           ## rebuild every paper table from stored results (no model run
 
 PRESETS ?= odin_table2 posthoc_cifar energy_table1 ash_cifar mahalanobis_densenet react_imagenet
 
-reproduce:        ## run every preset's missing cells (resumable; cells that cannot run here record why)
+PAPERS ?= $(basename $(notdir $(wildcard configs/paper/*.yaml)))
+
+reproduce:        ## run every preset's and paper spec's missing cells (resumable; cells that cannot run here record why)
 	for p in $(PRESETS); do $(PYTHON) run.py +experiment=$$p || exit 1; done
+	for p in $(PAPERS); do $(PYTHON) run.py +paper=$$p || exit 1; done
 
 bench:            ## results/bench.md: one cached pass vs per-detector passes (CPU, ~3.5 min measured)
 	$(PYTHON) scripts/bench.py
