@@ -445,7 +445,8 @@ def test_run_py_with_a_timm_network(tmp_path, timm_files):
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "run.py"), "id=imagenet", "id.label_map=folders", "id.size=64",
          "id.resize=72", "arch=timm", "arch.name=test_vit", f"arch.checkpoint={timm_files['test_vit']}",
-         "ood=[inaturalist]", f"paths.data={data}", "detector=ash", "detector.variant=s", "detector.p=90",
+         "ood=[inaturalist]", "ood.inaturalist.size=64", "ood.inaturalist.resize=72", f"paths.data={data}",
+         "detector=ash", "detector.variant=s", "detector.p=90",
          "protocol.bootstrap=0", "batch_size=4", f"hydra.run.dir={out}"],
         capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300,
     )

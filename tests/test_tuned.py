@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_detectors_features import _TinyNet
 from torch import nn
 
 from oodbench.data.base import ImageSet
@@ -21,25 +22,11 @@ from oodbench.detectors.tuned import (
 )
 from oodbench.errors import OodbenchError
 from oodbench.metrics import auroc
-from oodbench.models import OODNet
 from oodbench.models.normalized import Classifier
 
 
-class _Tiny(OODNet):
-    feature_map_names = ("a", "b")
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.c1, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1, stride=2)
-        self.fc, self.feature_dim, self.num_classes = nn.Linear(6, 3), 6, 3
-
-    def stages(self):
-        return [lambda x: torch.tanh(self.c1(x)), lambda x: torch.tanh(self.c2(x))]
-
-
 def _model() -> Classifier:
-    return Classifier(_Tiny(), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).eval()
+    return Classifier(_TinyNet(), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).eval()
 
 
 def _set(n: int, seed: int, ood: bool = False) -> ImageSet:

