@@ -10,6 +10,11 @@ paths are compared (they must be equal: the shared path is the naive one with th
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's oodbench, not another install
+
 import argparse
 import time
 from collections.abc import Callable
@@ -50,8 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     model, ckpt = load_classifier("odin_densenet10", resolve("weights"))
     model.eval()
-    test = load_cifar("cifar10", str(resolve("data")), split="test")
-    train = load_cifar("cifar10", str(resolve("data")), split="train")
+    kw = {"data_dir": str(resolve("data")), "subset": "cifar10/cifar10-exact-subset.npz"}
+    test, train = load_cifar("cifar10", split="test", **kw), load_cifar("cifar10", split="train", **kw)
     x = torch.cat(list(test.select(np.arange(args.n)).batches(args.n)))
 
     odin = TunedODIN()

@@ -6,6 +6,11 @@ whose published-numbers CSV is missing under ``<results>/paper/`` is skipped wit
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's oodbench, not another install
+
 import argparse
 import sys
 from collections.abc import Callable

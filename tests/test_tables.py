@@ -69,8 +69,9 @@ def results(tmp_path: Path) -> Path:
     pd.DataFrame([run_row("isun", "msp", fpr95=0.30, auroc=0.95), run_row("lsun_resize", "msp", fpr95=0.20),
                   run_row("isun", "energy", fpr95=0.10)]).to_csv(runs / "posthoc_cifar" / "b.csv", index=False)
     (runs / "training_cifar10").mkdir()
-    pd.DataFrame([run_row("isun", "mcd", checkpoint="final", ckpt_path="/x/checkpoints/mcd/final.pt",
-                          fpr95=0.007, auroc=0.999, detection_error=0.013)]
+    trained = run_row("isun", "mcd", checkpoint="final", ckpt_path="/x/checkpoints/mcd/final.pt",
+                      fpr95=0.007, auroc=0.999, detection_error=0.013)
+    pd.DataFrame([{**trained, "training": json.dumps({"method": "mcd"})}]  # the checkpoint's own metadata
                  ).to_csv(runs / "training_cifar10" / "c.csv", index=False)
     return tmp_path
 
@@ -118,13 +119,12 @@ def test_mcd_builder_finds_the_fine_tuned_checkpoint(results: Path) -> None:
     assert row.loc["auroc", "flag"] == ""
 
 
-def test_training_method_from_path_and_log(tmp_path: Path) -> None:
+def test_training_method_is_read_not_guessed(tmp_path: Path) -> None:
     row = pd.Series(run_row("isun", "energy", checkpoint="final", ckpt_path="/a/b/energy_ft/final.pt"))
-    assert layout.training_method(row) == "energy_ft"
-    row = pd.Series(run_row("isun", "msp", checkpoint="final", ckpt_path="/tmp/x/final.pt"))
-    assert layout.training_method(row) == "unknown"
-    (tmp_path / "oe_gpu_train.log").write_text("final checkpoint: /tmp/x/final.pt\nsha256: " + "ab" * 32 + "\n")
-    assert layout.training_method(row, tmp_path) == "oe"
+    assert layout.training_method(row) == "unknown"  # a path names no method
+    assert layout.training_method(pd.Series({**row, "training": json.dumps({"method": "oe"})})) == "oe"
+    (tmp_path / "checkpoints.csv").write_text("sha256,method,init,log\n" + "ab" * 32 + ",mcd,odin_densenet10,x.log\n")
+    assert layout.training_method(row, tmp_path) == "mcd"
     assert layout.training_method(pd.Series(run_row("isun", "msp"))) == "pretrained"
 
 

@@ -120,28 +120,19 @@ def pct_text(x: float | None, digits: int = 1) -> str:
 
 def training_method(row: pd.Series, training_dir: Path | None = None) -> str:
     """How a run's checkpoint was made: a ``train.py`` method (energy_ft, oe, mcd, …), ``pretrained`` for a
-    registered published checkpoint, or ``unknown``.
-
-    Fine-tuned checkpoints are files (their name is the file stem, e.g. ``final``): the method is read from the
-    checkpoint path in the run's config (``…/energy_ft/final.pt``), else from the ``sha256:`` line of a training log
-    ``<method>_*.log`` in ``training_dir`` (``results/training/``), else from a two-head ``*_mcd`` arch.
-    """
-    path = str(json.loads(row.config).get("arch", {}).get("checkpoint", "")) if isinstance(row.get("config"), str) \
-        else str(row.checkpoint)
-    parts = set(re.split(r"[/\\]", path)) | {row.checkpoint}
-    for method in TRAIN_METHODS:
-        if method in parts:
-            return method
-    sha = str(row.get("checkpoint_sha256", ""))
-    if training_dir is not None and Path(training_dir).is_dir() and sha:
-        for log in sorted(Path(training_dir).glob("*.log")):
-            if re.search(rf"sha256:\s*{re.escape(sha)}", log.read_text(errors="replace")):
-                for method in sorted(TRAIN_METHODS, key=len, reverse=True):
-                    if log.name.startswith(method + "_"):
-                        return method
-    if str(row.get("arch", "")).endswith("_mcd"):
-        return "mcd"
-    return "pretrained" if path == str(row.checkpoint) and not re.search(r"[/\\]|\.pt$|\.pth", path) else "unknown"
+    registered published checkpoint, or ``unknown`` — read, never guessed from a path: the row's ``training``
+    column (the checkpoint's own metadata, recorded by the runner), else ``<training_dir>/checkpoints.csv``, which
+    declares the method of each fine-tuned checkpoint by sha256 (for rows stored before the metadata column)."""
+    recorded = row.get("training")
+    if isinstance(recorded, str) and recorded.strip():
+        return str(json.loads(recorded).get("method", "unknown"))
+    declared = Path(training_dir) / "checkpoints.csv" if training_dir is not None else None
+    if declared is not None and declared.is_file():
+        table = pd.read_csv(declared, dtype=str)
+        hit = table[table.sha256 == str(row.get("checkpoint_sha256", ""))]
+        if not hit.empty:
+            return str(hit.method.iloc[0])
+    return "pretrained" if str(row.checkpoint) in names.CHECKPOINTS else "unknown"
 
 
 def with_training_method(runs: pd.DataFrame, training_dir: Path | None) -> pd.DataFrame:
