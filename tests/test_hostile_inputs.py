@@ -237,3 +237,23 @@ def test_make_tables_names_a_corrupt_run_file(tmp_path, damage):
         victim.write_bytes(bytes(range(256)) * 4)
     line = _error_line(_make_tables(tmp_path))
     assert str(victim) in line and "rerun its cell" in line
+
+
+def test_network_resolution_is_checked_both_ways(run_cli):
+    line = _error_line(run_cli("id=imagenet_sample", "arch=efficientnet_lite0", "ood=[gaussian]", "detector=msp",
+                               "protocol.bootstrap=10"))
+    assert "OOD set gaussian has 32x32 images but the network takes 224x224" in line
+
+
+def test_a_corrupt_archive_fails_its_set_only(run_cli, shared_data, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for item in shared_data.iterdir():
+        if item.name != "ood":
+            (data / item.name).symlink_to(item)
+    (data / "ood").mkdir()
+    (data / "ood" / "iSUN.tar.gz").write_bytes((shared_data / "ood" / "iSUN.tar.gz").read_bytes()[:100_000])
+    proc = run_cli(f"paths.data={data}", "ood=[isun,gaussian]", "detector=msp", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "not run: isun: unusable:" in proc.stdout and "checksum mismatch" in proc.stdout
+    assert "gaussian" in _rows(proc).query("status == 'ok'").ood_dataset.tolist()

@@ -101,7 +101,7 @@ def test_corrupt_checkpoint_is_one_clear_line(run_cli, shared_weights, tmp_path)
     data[5000] ^= 0xFF
     (tmp_path / "odin_densenet10.pth").write_bytes(bytes(data))
     line = _one_error_line(run_cli(f"paths.weights={tmp_path}", "ood=[gaussian]", *SMALL))
-    assert "sha256" in line and "corrupt" in line
+    assert "sha256" in line and "corrupt" in line and "verify_sha256" not in line  # no option the CLI lacks
 
 
 class _NaNDetector(LogitDetector):
