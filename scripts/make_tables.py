@@ -12,12 +12,12 @@ from pathlib import Path as _Path
 _sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's oodbench, not another install
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from oodbench.cli import fail
 from oodbench.errors import OodbenchError
 from oodbench.paths import REPO_ROOT, resolve
 from oodbench.runner.provenance import write_csv
@@ -90,5 +90,4 @@ if __name__ == "__main__":
     try:
         main()
     except OodbenchError as err:
-        print(f"oodbench: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(err))
