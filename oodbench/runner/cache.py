@@ -101,7 +101,7 @@ class FileLock:
 
     def stale_reason(self, text: str) -> str | None:
         """Why the lock whose content is ``text`` is abandoned, or None while its holder is alive."""
-        host, pid = _owner(text.splitlines()[0] if text else "")
+        host, pid = _owner((text.splitlines() or [""])[0])
         if host == HOST and pid and not pid_alive(pid):
             return f"its writer (pid {pid}) is gone"
         try:
@@ -137,12 +137,13 @@ class FileLock:
             if reason:
                 self._break(text, reason)
                 continue
+            holder = (text.splitlines() or ["?"])[0]  # empty while its creator is still writing it
             if not announced:
-                log.info("cache wait %-14s another worker (%s) is computing it", self.label, text.splitlines()[0])
+                log.info("cache wait %-14s another worker (%s) is computing it", self.label, holder)
                 announced = True
             if timeout is not None and time.time() - t0 > timeout:
                 raise OodbenchError(f"waited {timeout:.0f}s for cache lock {self.path} held by "
-                                    f"{text.splitlines()[0]}; if that process is gone, delete the lock file")
+                                    f"{holder}; if that process is gone, delete the lock file")
             time.sleep(POLL_S)
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True)
