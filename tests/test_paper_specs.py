@@ -106,3 +106,21 @@ def test_make_tables_renders_every_spec(tmp_path: Path):
     for n in names:
         committed = (REPO_ROOT / "results" / "tables" / f"{n}.md").read_text()
         assert (tmp_path / "tables" / f"{n}.md").read_text() == committed
+
+
+def test_results_readme_counts_for_spec_pages_are_recounted_from_the_tables():
+    """Every 'N of M cells within noise' the results README states for a spec page equals the page's CSV."""
+    import re
+
+    from oodbench.tables.layout import compared
+
+    readme = (REPO_ROOT / "results" / "README.md").read_text()
+    for path in (REPO_ROOT / "configs" / "paper").glob("*.yaml"):
+        line = next((x for x in readme.splitlines() if f"tables/{path.stem}.md" in x), None)
+        assert line is not None, f"results/README.md does not mention {path.stem}"
+        m = re.search(r"(\d+) of (\d+) cells within noise", line)
+        assert m, line
+        cmp = compared(pd.read_csv(REPO_ROOT / "results" / "tables" / f"{path.stem}.csv",
+                                   dtype={"flag": str}, keep_default_na=False, na_values=[""]))
+        cmp = cmp.assign(flag=cmp.flag.fillna(""))
+        assert (int(m.group(1)), int(m.group(2))) == (int((cmp.flag == "").sum()), len(cmp)), line
