@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from oodbench.tables import names
 from oodbench.tables.compare import cell, fmt_cell
 
 CELL_KEYS = ("ours", "published", "delta", "noise", "flag")
-TRAIN_METHODS = ("energy_ft", "classifier", "mcd", "oe")  # train.py methods (configs/train/method/)
 
 
 # ---------------------------------------------------------------------------------------------- our rows
@@ -116,40 +114,18 @@ def pct_text(x: float | None, digits: int = 1) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-# ---------------------------------------------------------------------------------------------- training runs
+# ---------------------------------------------------------------------------------------------- detector params
 
-def training_method(row: pd.Series, training_dir: Path | None = None) -> str:
-    """How a run's checkpoint was made: a ``train.py`` method (energy_ft, oe, mcd, …), ``pretrained`` for a
-    registered published checkpoint, or ``unknown``.
-
-    Fine-tuned checkpoints are files (their name is the file stem, e.g. ``final``): the method is read from the
-    checkpoint path in the run's config (``…/energy_ft/final.pt``), else from the ``sha256:`` line of a training log
-    ``<method>_*.log`` in ``training_dir`` (``results/training/``), else from a two-head ``*_mcd`` arch.
-    """
-    path = str(json.loads(row.config).get("arch", {}).get("checkpoint", "")) if isinstance(row.get("config"), str) \
-        else str(row.checkpoint)
-    parts = set(re.split(r"[/\\]", path)) | {row.checkpoint}
-    for method in TRAIN_METHODS:
-        if method in parts:
-            return method
-    sha = str(row.get("checkpoint_sha256", ""))
-    if training_dir is not None and Path(training_dir).is_dir() and sha:
-        for log in sorted(Path(training_dir).glob("*.log")):
-            if re.search(rf"sha256:\s*{re.escape(sha)}", log.read_text(errors="replace")):
-                for method in sorted(TRAIN_METHODS, key=len, reverse=True):
-                    if log.name.startswith(method + "_"):
-                        return method
-    if str(row.get("arch", "")).endswith("_mcd"):
-        return "mcd"
-    return "pretrained" if path == str(row.checkpoint) and not re.search(r"[/\\]|\.pt$|\.pth", path) else "unknown"
+HIDDEN_PARAMS = {"score", "seed", "variant", "feature_stats"}
 
 
-def with_training_method(runs: pd.DataFrame, training_dir: Path | None) -> pd.DataFrame:
-    if runs.empty:
-        return runs
-    runs = runs.copy()
-    runs["train_method"] = [training_method(r, training_dir) for _, r in runs.iterrows()]
-    return runs
+def params_text(raw: object) -> str:
+    """``{"p": 95.0, "score": "Energy(…)", "seed": 0}`` → ``p=95``."""
+    if not isinstance(raw, str):
+        return ""
+    params = json.loads(raw)
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in sorted(params.items()) if k not in HIDDEN_PARAMS and v is not None)
 
 
 # ---------------------------------------------------------------------------------------------- protocol facts
@@ -240,12 +216,12 @@ def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 
 
 def counts_by_status(df: pd.DataFrame, keys: Sequence[str]) -> str:
-    """``12 rows: 4 ok, 8 not run: …`` over the published rows (unique ``keys``)."""
+    """``12 rows: 4 ok; 8 not run: …`` over the table rows (unique ``keys``)."""
     if df.empty:
         return "0 rows"
     rows = df.drop_duplicates(list(keys))
     parts = [f"{n} {s}" for s, n in sorted(rows.status.value_counts().items(), key=lambda kv: (kv[0] != "ok", kv[0]))]
-    return f"{len(rows)} published rows: " + "; ".join(parts)
+    return f"{len(rows)} rows: " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- LaTeX
@@ -306,31 +282,6 @@ def training_log_facts(training_dir: Path | None) -> list[str]:
             out.append(f"- `{log.name}`: {what.group(1)}; {done}"
                        + (f"; final sha256 `{sha.group(1)}…`" if sha else ""))
     return out
-
-
-# ---------------------------------------------------------------------------------------------- ImageNet rows
-
-def imagenet_rows(paper: pd.DataFrame, runs: pd.DataFrame, det_of: Callable[[str], str | None],
-                  metrics: dict[str, str], missing: str) -> tuple[list[dict[str, object]], list[list[str]]]:
-    """Compare published ImageNet rows (4 MOS sets + their average) with stored ``react_imagenet`` rows.
-
-    ``det_of`` maps a published method to our detector (None: not one of ours); ``missing`` is the status of
-    every row when no ImageNet run is stored.
-    """
-    long, md = [], []
-    for p in paper.itertuples():
-        arch, det = names.ARCHS.get(p.arch.split(" (")[0] + " (torchvision)", p.arch), det_of(p.method)
-        if p.ood_dataset == names.IMAGENET_AVERAGE:
-            found = [find(runs, arch=arch, detector=det, ood_dataset=o) for o in names.IMAGENET_OOD.values()]
-            ours = mean_row(found, [*metrics]) if all(is_ok(r) for r in found) else None
-        else:
-            ours = find(runs, arch=arch, detector=det, ood_dataset=names.IMAGENET_OOD[p.ood_dataset])
-        status = status_of(ours, missing if runs.empty else "not run: no such detector here" if det is None
-                           else "not run yet", p.ood_dataset)
-        cells = compare(ours if status == "ok" else None, p._asdict(), metrics)
-        long += records({"arch": arch, "ood": p.ood_dataset, "method": p.method}, cells, status, ours)
-        md.append([p.arch, p.ood_dataset, p.method, *cells_text(cells), status, n_text(ours)])
-    return long, md
 
 
 # ---------------------------------------------------------------------------------------------- our-only grids
