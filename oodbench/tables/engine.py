@@ -90,7 +90,8 @@ def apply_map(spec_map: dict[str, dict[str, Any]], row: dict[str, object]) -> di
         values, patterns = _mapping(m.get("values")), m.get("patterns") or {}
         if src in values:
             out[new] = values[src]  # type: ignore[index]
-        elif (hit := next((v for rx, v in patterns.items() if re.search(rx, str(src))), None)) is not None:
+        elif (hit := next((m_.expand(v) for rx, v in patterns.items() if (m_ := re.search(rx, str(src)))),
+                          None)) is not None:
             out[new] = hit
         else:
             out[new] = fmt(m["default"], out) if "default" in m else src
@@ -134,6 +135,7 @@ def _aggregate(rows: pd.DataFrame, eq: dict[str, str], over: dict[str, Any], met
                ) -> tuple[pd.Series | None, list[str]]:
     """``mean_over: {column, values, require: all | available}``: the mean row over the values found ok."""
     col, values = over["column"], list(over["values"])
+    eq = {k: v for k, v in eq.items() if k != col}
     found = [v for v in values if layout.is_ok(layout.find(rows, **eq, **{col: v}))]
     if not found or (over.get("require", "all") == "all" and len(found) < len(values)):
         return None, found
