@@ -18,7 +18,7 @@ from oodbench.errors import OodbenchError  # noqa: E402
 from oodbench.paths import resolve  # noqa: E402
 from oodbench.runner.provenance import write_csv  # noqa: E402
 from oodbench.tables import engine, layout  # noqa: E402
-from oodbench.tables.cells import CorruptRows  # noqa: E402
+from oodbench.tables.cells import CONFIG_DIR, CorruptRows  # noqa: E402
 
 
 def fail(message: str) -> None:
@@ -32,24 +32,30 @@ def missing_published(spec: dict, results: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    specs = engine.spec_names()
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", type=Path, default=None, help="results dir (default: $OODBENCH_RESULTS or results/)")
-    ap.add_argument("--only", nargs="*", choices=specs, help="build only these pages")
+    ap.add_argument("--configs", type=Path, default=CONFIG_DIR, help="config dir holding paper/<name>.yaml")
+    ap.add_argument("--only", nargs="*", help="build only these pages")
     args = ap.parse_args(argv)
+    specs = engine.spec_names(args.configs)
+    if unknown := sorted(set(args.only or ()) - set(specs)):
+        fail(f"no paper spec {', '.join(unknown)} in {args.configs / 'paper'}; choose from: {', '.join(specs)}")
     results = resolve("results", args.results)
     out = results / "tables"
     for name in specs:
         if args.only and name not in args.only:
             continue
-        spec = engine.load_spec(name)
+        try:
+            spec = engine.load_spec(name, args.configs)
+        except Exception as err:  # noqa: BLE001 — a malformed YAML file: one line, not a traceback
+            fail(f"cannot read {engine.spec_path(name, args.configs)}: {str(err).splitlines()[0]}")
         if missing := missing_published(spec, results):
             print(f"skipped {name}: no published numbers at {missing[0]}")
             continue
         try:
-            df, md, _ = engine.build(name, results)
+            df, md, _ = engine.build(name, results, args.configs)
         except CorruptRows as err:
-            fail(f"{err.args[1]}: {err.args[0]}; restore it (git checkout -- <file>) or delete it and rerun "
+            fail(f"{err.args[1]}: {err.args[0]}; restore it (git checkout -- {err.args[1]}) or delete it and rerun "
                  f"`python run.py +paper={name}`")
         try:
             out.mkdir(parents=True, exist_ok=True)

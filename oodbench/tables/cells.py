@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -63,30 +62,41 @@ def expand(grids: Iterable[dict[str, object]]) -> list[tuple[str, ...]]:
     return out
 
 
-@lru_cache(maxsize=None)
-def compose_cell(spec: str, overrides: tuple[str, ...], config_dir: str = str(CONFIG_DIR)) -> Cell:
-    """Compose one cell as ``python run.py +paper=<spec> <overrides>`` would and derive its run name."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def _compose(spec: str, overrides: tuple[str, ...]) -> Cell:
+    """One cell inside an initialized Hydra context (see :func:`spec_cells`)."""
+    from hydra import compose
     from hydra.core.hydra_config import HydraConfig
 
     from oodbench.cli import derive_run_name
 
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir, version_base="1.3"):
-            cfg = compose("config", overrides=[f"+paper={spec}", *overrides], return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)
-            return Cell(overrides, str(cfg.result_set or ""), derive_run_name(cfg))
+        cfg = compose("config", overrides=[f"+paper={spec}", *overrides], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return Cell(overrides, str(cfg.result_set or ""), derive_run_name(cfg))
     except Exception as err:  # noqa: BLE001 — a cell that cannot be composed yet is shown as "not run: <reason>"
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return Cell(overrides, error=f"cannot be composed yet ({reason})")
-    finally:
-        GlobalHydra.instance().clear()
+
+
+_CACHE: dict[tuple[str, str, tuple[str, ...]], Cell] = {}
 
 
 def spec_cells(spec: str, grids: Iterable[dict[str, object]], config_dir: Path = CONFIG_DIR) -> list[Cell]:
-    return [compose_cell(spec, c, str(config_dir)) for c in expand(grids)]
+    """Every cell of a spec, composed as ``python run.py +paper=<spec> <cell overrides>`` would compose it, with
+    the runner's run name (memoized per process)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    todo = [c for c in expand(grids) if (str(config_dir), spec, c) not in _CACHE]
+    if todo:
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(str(Path(config_dir).resolve()), version_base="1.3"):
+                for c in todo:
+                    _CACHE[str(config_dir), spec, c] = _compose(spec, c)
+        finally:
+            GlobalHydra.instance().clear()
+    return [_CACHE[str(config_dir), spec, c] for c in expand(grids)]
 
 
 class CorruptRows(Exception):
