@@ -130,6 +130,11 @@ def params_text(raw: object) -> str:
 
 # ---------------------------------------------------------------------------------------------- protocol facts
 
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    """A column, or an empty one for rows written before it existed."""
+    return df[name] if name in df.columns else pd.Series(dtype=object)
+
+
 def checkpoints_text(ok: pd.DataFrame) -> str:
     """Each checkpoint with its sha256 prefix; a fine-tuned file (``final``) is named by its training method."""
     def name(r: object) -> str:
@@ -147,13 +152,13 @@ def commits_text(ok: pd.DataFrame) -> str:
 
 
 def deviations(ok: pd.DataFrame) -> list[str]:
-    return [f"- Deviation: {n}" for n in sorted({n for n in ok.id_notes.dropna()})]
+    return [f"- Deviation: {n}" for n in sorted({n for n in _col(ok, "id_notes").dropna()})]
 
 
 def protocol_text(ok: pd.DataFrame) -> str:
     """The protocol settings our rows were scored under, read from their resolved configs."""
     out = set()
-    for c in ok.config.dropna().unique():
+    for c in _col(ok, "config").dropna().unique():
         p = json.loads(c).get("protocol", {})
         cap = "every OOD image" if p.get("max_ood") is None else f"at most {p['max_ood']} OOD images per set (seeded)"
         out.add(f"`protocol={p.get('name')}`: ID holdout {p.get('id_holdout')}, OOD holdout {p.get('ood_holdout')}, "
