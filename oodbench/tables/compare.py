@@ -1,4 +1,4 @@
-"""Join stored run rows with published numbers: ours, published, Δ, n and a noise flag per cell.
+"""One comparison cell: ours, published, Δ and a noise flag.
 
 A cell is flagged when |Δ| exceeds twice the combined sampling noise: our bootstrap standard deviation
 (resampling ID and OOD images) and the published value's rounding to 0.1 points.
@@ -7,19 +7,8 @@ A cell is flagged when |Δ| exceeds twice the combined sampling noise: our boots
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
-import pandas as pd
 
 ROUNDING = 0.05  # published values are printed to 0.1 points
-
-
-def load_runs(runs_dir: Path) -> pd.DataFrame:
-    """Every stored row of an experiment (``results/runs/<experiment>/*.csv``), in a stable order."""
-    files = sorted(Path(runs_dir).glob("*.csv"))
-    if not files:
-        return pd.DataFrame()
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 
 def cell(ours: float | None, published: float | None, std: float | None) -> dict[str, object]:

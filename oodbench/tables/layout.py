@@ -1,7 +1,7 @@
-"""Shared pieces of the table builders: finding our rows, comparison records, protocol facts, Markdown and LaTeX.
+"""Pieces of the table engine (:mod:`oodbench.tables.engine`): finding our rows, comparison records, our-only
+grids, provenance facts, Markdown and LaTeX.
 
-Every builder reads stored run rows (``results/runs/<experiment>/*.csv``, fractions) and published numbers
-(``results/paper/*.csv``, percent) and returns ``(long-form DataFrame, Markdown page)``; nothing here runs a model.
+Our rows are the stored rows of a spec's cells (fractions); published numbers are percent; nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
-
-from oodbench.tables.compare import cell, fmt_cell
 
 CELL_KEYS = ("ours", "published", "delta", "noise", "flag")
 
@@ -66,17 +64,6 @@ def ours_pct(row: pd.Series | None, metric: str, complement: bool = False) -> tu
     return (100 - value if complement else value), (100 * std if std is not None else None)
 
 
-def compare(row: pd.Series | None, published: dict[str, object], metrics: Iterable[str],
-            source: dict[str, tuple[str, bool]] | None = None) -> dict[str, dict[str, object]]:
-    """One :func:`compare.cell` per metric; ``source`` maps a published metric to (our column, complement)."""
-    out = {}
-    for m in metrics:
-        col, comp = (source or {}).get(m, (m, False))
-        ours, std = ours_pct(row, col, comp)
-        out[m] = cell(ours, published_value(published.get(m)), std)
-    return out
-
-
 def mean_row(rows: Sequence[pd.Series], metrics: Iterable[str]) -> pd.Series:
     """The average of several OOD sets' rows (same checkpoint and detector) as one pseudo-row.
 
@@ -104,10 +91,6 @@ def records(keys: dict[str, object], cells: dict[str, dict[str, object]], status
 
 def n_text(row: pd.Series | None) -> str:
     return f"{int(row.n_id)} / {int(row.n_ood)}" if is_ok(row) else ""
-
-
-def cells_text(cells: dict[str, dict[str, object]]) -> list[str]:
-    return [fmt_cell(c) for c in cells.values()]
 
 
 def pct_text(x: float | None, digits: int = 1) -> str:
