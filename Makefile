@@ -15,15 +15,12 @@ test: setup       ## the whole suite on CPU (real data subsets from ../shared; <
 lint:
 	$(PYTHON) -m ruff check oodbench tests scripts run.py
 
-tables:           ## rebuild every paper table from stored results (no model runs)
-	$(PYTHON) scripts/make_tables.py
-
-PRESETS ?= odin_table2 posthoc_cifar energy_table1 ash_cifar mahalanobis_densenet react_imagenet
+tables:           ## rebuild every paper page (configs/paper/*.yaml) from stored rows (no model runs; RESULTS=dir)
+	$(PYTHON) scripts/make_tables.py $(if $(RESULTS),--results $(RESULTS))
 
 PAPERS ?= $(basename $(notdir $(wildcard configs/paper/*.yaml)))
 
-reproduce:        ## run every preset's and paper spec's missing cells (resumable; cells that cannot run here record why)
-	for p in $(PRESETS); do $(PYTHON) run.py +experiment=$$p || exit 1; done
+reproduce:        ## run every paper spec's cells (resumable, shared cache; cells that cannot run here say why)
 	for p in $(PAPERS); do $(PYTHON) run.py +paper=$$p || exit 1; done
 
 bench:            ## results/bench.md: one cached pass vs per-detector passes (CPU, ~3.5 min measured)

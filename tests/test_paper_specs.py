@@ -1,126 +1,184 @@
-"""A new paper is one YAML + one CSV (+ notes): the spec engine renders a toy paper's page from data alone, and
-every spec under configs/paper is a preset whose runs are the runs its page reads."""
+"""Paper specs (configs/paper/*.yaml): the runs a spec's sweep produces are exactly the runs its page reads; a new
+paper is one YAML + one CSV (+ notes); make_tables honours OODBENCH_RESULTS and stops on a corrupt stored CSV."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-from test_tables import PAPER_COLS, paper_row, run_row
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from oodbench.paths import REPO_ROOT
-from oodbench.tables import spec
+from oodbench.tables import cells as cells_mod
+from oodbench.tables import engine
+from oodbench.tables.cells import CONFIG_DIR, grid_overrides
 
-TOY = """\
+SPECS = engine.spec_names()
+MAKE_TABLES = [sys.executable, str(REPO_ROOT / "scripts" / "make_tables.py")]
+
+
+def sweep_jobs(spec: str) -> list[tuple[str, ...]]:
+    """The jobs ``python run.py +paper=<spec>`` launches: Hydra's own sweep expansion of each grid (as the
+    PaperSweeper does), duplicates once."""
+    parser = OverridesParser.create()
+    jobs: list[tuple[str, ...]] = []
+    for grid in grid_overrides(engine.load_spec(spec)["cells"]):
+        for job in BasicSweeper.split_arguments(parser.parse_overrides(grid), None)[0]:
+            if tuple(job) not in jobs:
+                jobs.append(tuple(job))
+    return jobs
+
+
+def test_every_existing_page_has_a_spec() -> None:
+    assert {"odin_table2", "energy_table1", "mahalanobis", "msp", "mcd", "ash_cifar", "react_imagenet",
+            "posthoc_cifar", "training_cifar10", "mahalanobis_table2"} <= set(SPECS)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_a_spec_reads_exactly_the_runs_its_sweep_writes(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    jobs = sweep_jobs(spec)
+    read: list[Path] = []
+    real = cells_mod.read_rows
+    monkeypatch.setattr(cells_mod, "read_rows", lambda p: read.append(Path(p)) or real(p))
+    _, _, cells = engine.build(spec, REPO_ROOT / "results")
+    assert [c.overrides for c in cells] == jobs  # the page's cells are the sweep's jobs, in order
+    composed = [c for c in cells if not c.error]
+    for c in composed:  # each cell's rows live in its own result store, under the runner's run name
+        assert c.store and c.path(REPO_ROOT / "results").parent == REPO_ROOT / "results" / "runs" / c.store
+    assert read == [c.path(REPO_ROOT / "results") for c in composed if c.path(REPO_ROOT / "results").is_file()]
+
+
+def test_the_posthoc_spec_names_the_stored_rows() -> None:
+    """The committed post-hoc rows were run with 100 bootstrap resamples; the spec says so, so its run names hit."""
+    cells = engine.build("posthoc_cifar", REPO_ROOT / "results")[2]
+    names = {c.run_name for c in cells}
+    stored = {p.stem for p in (REPO_ROOT / "results" / "runs" / "posthoc_cifar").glob("*.csv")}
+    assert stored <= names and len(cells) == 48
+
+
+def test_run_py_paper_sweeps_the_spec_cells(tmp_path: Path) -> None:
+    """``python run.py +paper=odin_table2`` launches the 4 cells (stored: nothing recomputed)."""
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), "+paper=odin_table2",
+                          f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("stored result, nothing recomputed") == 4
+
+
+TOY_SPEC = """\
 # @package _global_
-result_set: toy
-hydra: {mode: MULTIRUN, sweeper: {params: {detector: "msp,energy"}}}
-table:
-  title: Toy paper Table 1
-  published: toy.csv
-  filter: {table: {startswith: "Table 1"}}
-  keys: {ood_dataset: OOD, method: Method}
-  match:
-    id_dataset: {id_dataset: {CIFAR-10: cifar10}}
-    ood_dataset: {ood_dataset: {iSUN: isun, Gaussian: gaussian}}
-    detector: {method: {Baseline: msp, Energy: energy}}
-  not_run:
-    - when: {ood_dataset: SVHN}
-      reason: "not run: SVHN not available here"
-  metrics:
-    tnr95: {label: "TNR@95", ours: fpr95, complement: true}
-    auroc: {label: AUROC}
-    detection_error: {label: "Det. acc", ours: detection_error, complement: true}
-  notes: toy.md
+defaults:
+  - override /ood: [isun]
+result_set: toy_store
+hydra:
+  mode: MULTIRUN
+  sweeper:
+    _target_: hydra_plugins.oodbench_paper.paper_sweeper.PaperSweeper
+paper:
+  title: Toy paper — Table 9
+  cells:
+    - {id: cifar10, detector: "msp,energy"}
+  blocks:
+    - kind: compare
+      published: [{csv: toy_2024.csv, where: {table: "^Table 9"}}]
+      map:
+        our_det: {from: method, values: {Baseline: msp, Energy: energy}}
+        our_ood: {from: ood_dataset, values: OOD_DATASETS}
+      match: {id_dataset: cifar10, ood_dataset: "{our_ood}", detector: "{our_det}"}
+      keys: {ood: "{our_ood}", method: "{method}"}
+      show: {OOD: "{ood_dataset}", Method: "{method}"}
+      label: "{ood} {method}"
+      metrics:
+        tnr95: {label: TNR95, ours: fpr95, complement: true}
+        auroc: AUROC
+      not_run:
+        - {where: {ood_dataset: "^SVHN$"}, status: "not run: SVHN not available here"}
 """
 
 
-def test_a_toy_paper_is_one_yaml_and_one_csv(tmp_path: Path):
-    specs, results = tmp_path / "configs" / "paper", tmp_path / "results"
-    specs.mkdir(parents=True)
-    (specs / "toy.yaml").write_text(TOY)
-    (specs / "toy.md").write_text("## Notes\n\nProse from the notes file.")
+@pytest.fixture()
+def toy(tmp_path: Path) -> tuple[Path, Path]:
+    """A config dir with one new spec (toy.yaml + toy.md) and a results dir with its CSV and one stored cell."""
+    configs, results = tmp_path / "configs", tmp_path / "results"
+    shutil.copytree(CONFIG_DIR, configs)
+    for p in (configs / "paper").iterdir():
+        p.unlink()
+    (configs / "paper" / "toy.yaml").write_text(TOY_SPEC)
+    (configs / "paper" / "toy.md").write_text("Toy protocol: prose from the notes file.\n")
     (results / "paper").mkdir(parents=True)
-    pd.DataFrame([
-        paper_row(table="Table 1", id_dataset="CIFAR-10", ood_dataset="iSUN", method="Baseline", tnr95=60.0,
-                  auroc=95.0, detection_error="acc:90.0"),
-        paper_row(table="Table 1", id_dataset="CIFAR-10", ood_dataset="iSUN", method="Energy", tnr95=80.0,
-                  auroc=97.0, detection_error="acc:93.0"),
-        paper_row(table="Table 1", id_dataset="CIFAR-10", ood_dataset="SVHN", method="Energy", auroc=90.0),
-        paper_row(table="Table 1", id_dataset="CIFAR-10", ood_dataset="Gaussian", method="Energy", auroc=99.0),
-        paper_row(table="Table 9", id_dataset="CIFAR-10", ood_dataset="iSUN", method="Energy", auroc=1.0),
-    ], columns=PAPER_COLS).to_csv(results / "paper" / "toy.csv", index=False)
-    (results / "runs" / "toy").mkdir(parents=True)
-    pd.DataFrame([run_row("isun", "msp", fpr95=0.40, auroc=0.951, detection_error=0.10),
-                  run_row("isun", "energy", fpr95=0.10, auroc=0.90, detection_error=0.07)]).to_csv(
-        results / "runs" / "toy" / "a.csv", index=False)
-    df, md = spec.build(specs / "toy.yaml", results)
-    assert len(df) == 4 * 3  # four Table 1 rows (Table 9 filtered out) x three metrics
-    isun = df[(df.ood_dataset == "iSUN")].set_index(["method", "metric"])
-    assert isun.loc[("Baseline", "tnr95"), "ours"] == pytest.approx(60.0)  # TNR = 100 - FPR
-    assert isun.loc[("Baseline", "detection_error"), "published"] == pytest.approx(90.0)  # acc: prefix read
-    assert isun.loc[("Energy", "auroc"), "flag"] == "†"  # 90.0 vs 97.0 with σ = 1 point
-    assert "| SVHN | Energy | not run: SVHN not available here |" in md
-    assert "| Gaussian | Energy | not run yet (python run.py +paper=toy) |" in md
-    assert "Prose from the notes file." in md and md.startswith("# Toy paper Table 1")
+    base = {"paper": "toy2024", "id_dataset": "CIFAR-10", "arch": "DenseNet", "source": "made up"}
+    pd.DataFrame([{**base, "table": "Table 9", "ood_dataset": "iSUN", "method": "Baseline", "tnr95": 60.0,
+                   "auroc": 95.0},
+                  {**base, "table": "Table 9", "ood_dataset": "iSUN", "method": "Energy", "tnr95": 80.0,
+                   "auroc": 97.0},
+                  {**base, "table": "Table 9", "ood_dataset": "SVHN", "method": "Energy", "tnr95": 70.0},
+                  {**base, "table": "Table 8", "ood_dataset": "iSUN", "method": "Energy", "tnr95": 1.0}]
+                 ).to_csv(results / "paper" / "toy_2024.csv", index=False)
+    cell = next(c for c in engine.build("toy", results, configs)[2] if "detector=msp" in c.overrides)
+    assert cell.store == "toy_store" and cell.run_name.startswith("cifar10-odin_densenet10-msp-default-")
+    cell.path(results).parent.mkdir(parents=True)
+    pd.DataFrame([{"experiment": "toy_store", "id_dataset": "cifar10", "arch": "densenet100",
+                   "checkpoint": "odin_densenet10", "checkpoint_sha256": "cd" * 32, "detector": "msp",
+                   "id_source": "toy", "n_id": 1000, "id_acc": 0.9, "git_commit": "abc", "ood_dataset": "isun",
+                   "status": "ok", "n_ood": 500, "fpr95": 0.35, "fpr95_std": 0.01, "auroc": 0.951,
+                   "auroc_std": 0.002}]).to_csv(cell.path(results), index=False)
+    return configs, results
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs" / "paper").glob("*.yaml")), ids=lambda p: p.stem)
-def test_the_runs_a_spec_produces_are_the_runs_its_page_reads(path: Path):
-    """Compose ``+paper=<name>``: its sweep's cells store rows in the folder the page reads, and every runnable
-    published row maps onto one of those cells."""
-    s = spec.load_spec(path)
-    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"+paper={path.stem}"], return_hydra_config=True)
-    assert cfg.result_set == s.result_set
-    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
-    cells = {(i, d, o) for i in params.get("id", [cfg.id.name]) for d in params.get("detector", [])
-             for o in cfg.ood}
-    t = OmegaConf.to_container(s.table, resolve=True)
-    paper = pd.read_csv(REPO_ROOT / "results" / "paper" / t["published"], dtype=str).fillna("")
-    needed = set()
-    for p in paper.to_dict("records"):
-        if not spec._holds(p.get("table", ""), t["filter"]["table"]) or any(
-                spec._matches(p, r["when"]) for r in t.get("not_run") or []):
-            continue
-        keys = spec._our_keys(p, t["match"])
-        if keys:
-            needed.add((keys["id_dataset"], keys["detector"], keys["ood_dataset"]))
-    assert needed and needed <= cells, needed - cells
+def test_a_new_paper_is_one_yaml_and_one_csv(toy: tuple[Path, Path]) -> None:
+    configs, results = toy
+    cmd = [*MAKE_TABLES, "--configs", str(configs), "--results", str(results)]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert first.returncode == 0, first.stderr
+    md = (results / "tables" / "toy.md").read_text()
+    df = pd.read_csv(results / "tables" / "toy.csv")
+    tnr = df[(df.method == "Baseline") & (df.metric == "tnr95")].iloc[0]
+    assert tnr.ours == pytest.approx(65.0) and tnr.published == 60.0 and tnr.delta == pytest.approx(5.0)
+    assert tnr.flag == "†"  # |5.0| > 2·hypot(1.0, 0.05)
+    auroc = df[(df.method == "Baseline") & (df.metric == "auroc")].iloc[0]
+    assert auroc.delta == pytest.approx(0.1) and pd.isna(auroc.flag)
+    assert set(df[df.ood == "svhn"].status) == {"not run: SVHN not available here"}
+    assert set(df[(df.method == "Energy") & (df.ood == "isun")].status) == {"not run yet (python run.py +paper=toy)"}
+    assert len(df) == 3 * 2  # Table 8's row is filtered out
+    assert "Toy protocol: prose from the notes file." in md and "65.0 / 60.0 (+5.0)†" in md
+    assert "- `results/runs/toy_store/`: 1 of 2 cells stored." in md and "3 rows: 1 ok;" in md
+    built = {p.name: p.read_bytes() for p in (results / "tables").iterdir()}
+    assert set(built) == {"toy.md", "toy.csv", "toy.tex"}
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert again.returncode == 0 and {p.name: p.read_bytes() for p in (results / "tables").iterdir()} == built
 
 
-def test_make_tables_renders_every_spec(tmp_path: Path):
-    env = dict(os.environ, OODBENCH_RESULTS=str(tmp_path), PYTHONPATH=str(REPO_ROOT))
-    for sub in ("paper", "runs"):
-        (tmp_path / sub).symlink_to(REPO_ROOT / "results" / sub)
-    names = [p.stem for p in (REPO_ROOT / "configs" / "paper").glob("*.yaml")]
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "make_tables.py"), "--only", *names],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    for n in names:
-        committed = (REPO_ROOT / "results" / "tables" / f"{n}.md").read_text()
-        assert (tmp_path / "tables" / f"{n}.md").read_text() == committed
+def test_make_tables_honours_oodbench_results(toy: tuple[Path, Path]) -> None:
+    configs, results = toy
+    env = dict(os.environ, OODBENCH_RESULTS=str(results))
+    out = subprocess.run([*MAKE_TABLES, "--configs", str(configs)], capture_output=True, text=True, env=env,
+                         cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    assert (results / "tables" / "toy.md").is_file() and str(results / "tables" / "toy") in out.stdout
 
 
-def test_results_readme_counts_for_spec_pages_are_recounted_from_the_tables():
-    """Every 'N of M cells within noise' the results README states for a spec page equals the page's CSV."""
-    import re
+@pytest.mark.parametrize("damage", ["truncated", "text", "binary"])
+def test_a_corrupt_stored_csv_is_one_line_and_exit_2(toy: tuple[Path, Path], damage: str) -> None:
+    configs, results = toy
+    stored = next((results / "runs" / "toy_store").glob("*.csv"))
+    raw = stored.read_bytes()
+    stored.write_bytes({"truncated": raw[: len(raw) - 12],
+                        "text": raw.replace(b",0.951,", b",oops,"),
+                        "binary": bytes(range(256)) * 4}[damage])
+    out = subprocess.run([*MAKE_TABLES, "--configs", str(configs), "--results", str(results)], capture_output=True,
+                         text=True, cwd=REPO_ROOT)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    line = out.stderr.strip()
+    assert "\n" not in line and line.startswith("oodbench: error: ") and str(stored) in line
+    assert "python run.py +paper=toy" in line
+    assert not (results / "tables" / "toy.md").exists()
 
-    from oodbench.tables.layout import compared
 
-    readme = (REPO_ROOT / "results" / "README.md").read_text()
-    for path in (REPO_ROOT / "configs" / "paper").glob("*.yaml"):
-        line = next((x for x in readme.splitlines() if f"tables/{path.stem}.md" in x), None)
-        assert line is not None, f"results/README.md does not mention {path.stem}"
-        m = re.search(r"(\d+) of (\d+) cells within noise", line)
-        assert m, line
-        cmp = compared(pd.read_csv(REPO_ROOT / "results" / "tables" / f"{path.stem}.csv",
-                                   dtype={"flag": str}, keep_default_na=False, na_values=[""]))
-        cmp = cmp.assign(flag=cmp.flag.fillna(""))
-        assert (int(m.group(1)), int(m.group(2))) == (int((cmp.flag == "").sum()), len(cmp)), line
+def test_unknown_page_is_one_line() -> None:
+    out = subprocess.run([*MAKE_TABLES, "--only", "no_such_paper"], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.returncode == 2 and out.stderr.startswith("oodbench: error: no paper spec no_such_paper")

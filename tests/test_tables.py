@@ -1,22 +1,21 @@
-"""Table builders on a small synthetic results set: Δ, the † flag, "not run" rows, determinism, make_tables."""
+"""The table engine on small synthetic results (real specs, synthetic stored rows): Δ, the † flag, "not run"
+rows, Energy Table 1's mean over sets, declared training methods, determinism, LaTeX."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from oodbench.paths import REPO_ROOT
-from oodbench.tables import energy_table1, layout, mcd, odin_table2, posthoc_cifar
+from oodbench.tables import engine, layout
 from oodbench.tables.compare import cell
 
 PAPER_COLS = ["paper", "table", "id_dataset", "arch", "ood_dataset", "method", "hyperparams", "fpr95", "auroc",
               "aupr_in", "aupr_out", "detection_error", "tnr95", "id_acc_or_error", "source"]
 METRICS = ["fpr95", "auroc", "aupr_in", "aupr_out", "detection_error"]
+MCD_SHA = "18d132ba335a37f622b46eb8e835ae05de2f3272e462f30013715f7489d7681e"  # declared in configs/paper/mcd.yaml
 
 
 def paper_row(**kw: object) -> dict[str, object]:
@@ -24,28 +23,37 @@ def paper_row(**kw: object) -> dict[str, object]:
 
 
 def run_row(ood: str, detector: str, checkpoint: str = "odin_densenet10", status: str = "ok",
-            ckpt_path: str | None = None, **metrics: float) -> dict[str, object]:
+            sha: str = "ab" * 32, experiment: str = "synthetic", **metrics: float) -> dict[str, object]:
     """A stored result row as run.py writes it (fractions), std 0.01 on every metric unless given."""
     vals = {m: metrics.get(m, 0.5) for m in METRICS}
     stds = {f"{m}_std": metrics.get(f"{m}_std", 0.01) for m in METRICS}
-    config = {"arch": {"checkpoint": ckpt_path or checkpoint},
+    config = {"arch": {"checkpoint": checkpoint},
               "protocol": {"name": "default", "id_holdout": 0, "ood_holdout": 0, "max_ood": None,
                            "metrics": "standard", "bootstrap": 200}}
-    return {"experiment": "synthetic", "id_dataset": "cifar10", "arch": "densenet100", "checkpoint": checkpoint,
-            "checkpoint_sha256": "ab" * 32, "detector": detector, "protocol": "default",
+    return {"experiment": experiment, "id_dataset": "cifar10", "arch": "densenet100", "checkpoint": checkpoint,
+            "checkpoint_sha256": sha, "detector": detector, "protocol": "default",
             "id_source": "cifar10 1017/10000 (synthetic)", "id_notes": None, "n_id": 1017, "id_acc": 0.95,
             "git_commit": "0123456789abcdef", "config": json.dumps(config), "ood_dataset": ood, "status": status,
             "detector_params": "{}", "n_ood": 2000, **(vals if status == "ok" else dict.fromkeys(METRICS)),
             **(stds if status == "ok" else {})}
 
 
-@pytest.fixture()
-def results(tmp_path: Path) -> Path:
-    """results/{paper,runs} with a tiny ODIN, Energy and MCD table and three run CSVs."""
-    paper, runs = tmp_path / "paper", tmp_path / "runs"
+def store(results: Path, spec: str, rows: list[dict[str, object]], *overrides: str) -> None:
+    """Write ``rows`` where the spec's cell with these overrides stores them (its composed run name)."""
+    cells = [c for c in engine.build(spec, results)[2] if set(overrides) <= set(c.overrides)]
+    assert len(cells) == 1, [c.overrides for c in cells]
+    path = cells[0].path(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{**r, "experiment": cells[0].store} for r in rows]).to_csv(path, index=False)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results/{paper,runs}: a tiny ODIN, Energy and MCD table and their cells' stored rows."""
+    root = tmp_path_factory.mktemp("results")
+    paper = root / "paper"
     paper.mkdir()
-    t2 = "Table 2 (synthetic)"
-    dn, wrn = "DenseNet-BC (L=100,k=12)", "WRN-28-10"
+    t2, dn, wrn = "Table 2 (synthetic)", "DenseNet-BC (L=100,k=12)", "WRN-28-10"
     pd.DataFrame([
         # ours fpr95 40.0 ± 1.0 vs 37.2 → Δ +2.8 > 2σ ≈ 2.0 → †; auroc 95.0 ± 1.0 vs 94.8 → Δ +0.2, within
         paper_row(table=t2, id_dataset="CIFAR-10", arch=dn, ood_dataset="iSUN", method="Baseline (MSP, T=1, eps=0)",
@@ -54,26 +62,27 @@ def results(tmp_path: Path) -> Path:
                   fpr95=4.8, auroc=99.1, aupr_in=99.1, aupr_out=99.1, detection_error=4.9),
         paper_row(table=t2, id_dataset="CIFAR-10", arch=wrn, ood_dataset="iSUN", method="ODIN",
                   fpr95=0.4, auroc=99.9, aupr_in=99.9, aupr_out=99.9, detection_error=1.9),
+        paper_row(table="Table 3 (not this page)", id_dataset="CIFAR-10", arch=dn, ood_dataset="iSUN", method="ODIN"),
     ], columns=PAPER_COLS).to_csv(paper / "odin_liang2018.csv", index=False)
     pd.DataFrame([paper_row(table="Table 1 (avg) - official README", id_dataset="CIFAR-10", arch="WRN-40-2",
-                            ood_dataset="average of 6", method="Softmax score (MSP)", fpr95=51.04)],
+                            ood_dataset="average of 6", method="Softmax score (MSP)", fpr95=51.04,
+                            id_acc_or_error="err:5.16")],
                  columns=PAPER_COLS).to_csv(paper / "energy_liu2020.csv", index=False)
     pd.DataFrame([paper_row(table="Main OOD table - PARTIAL", id_dataset="CIFAR-10", arch="DenseNet-BC (L=100, k=12)",
                             ood_dataset="iSUN", method="MCD (Ours)", fpr95=0.6, auroc=99.9, detection_error=1.3)],
                  columns=PAPER_COLS).to_csv(paper / "mcd_yu2019.csv", index=False)
-    (runs / "odin_table2").mkdir(parents=True)
-    pd.DataFrame([run_row("isun", "msp", fpr95=0.40, auroc=0.95, aupr_in=0.959, aupr_out=0.931, detection_error=0.108),
-                  run_row("lsun_crop", "odin", status="not_available")]
-                 ).to_csv(runs / "odin_table2" / "a.csv", index=False)
-    (runs / "posthoc_cifar").mkdir()
-    pd.DataFrame([run_row("isun", "msp", fpr95=0.30, auroc=0.95), run_row("lsun_resize", "msp", fpr95=0.20),
-                  run_row("isun", "energy", fpr95=0.10)]).to_csv(runs / "posthoc_cifar" / "b.csv", index=False)
-    (runs / "training_cifar10").mkdir()
-    trained = run_row("isun", "mcd", checkpoint="final", ckpt_path="/x/checkpoints/mcd/final.pt",
-                      fpr95=0.007, auroc=0.999, detection_error=0.013)
-    pd.DataFrame([{**trained, "training": json.dumps({"method": "mcd"})}]  # the checkpoint's own metadata
-                 ).to_csv(runs / "training_cifar10" / "c.csv", index=False)
-    return tmp_path
+    store(root, "odin_table2", [run_row("isun", "msp", fpr95=0.40, auroc=0.95, aupr_in=0.959, aupr_out=0.931,
+                                        detection_error=0.108)], "id=cifar10", "detector=msp")
+    store(root, "odin_table2", [run_row("lsun_crop", "odin", status="not_available"), run_row("isun", "odin")],
+          "id=cifar10", "detector=odin")
+    store(root, "energy_table1", [run_row("isun", "msp", fpr95=0.30, auroc=0.95),
+                                  run_row("lsun_resize", "msp", fpr95=0.20)],
+          "result_set=posthoc_cifar", "id=cifar10", "detector=msp")
+    store(root, "energy_table1", [run_row("isun", "energy", fpr95=0.10)],
+          "result_set=posthoc_cifar", "id=cifar10", "detector=energy")
+    store(root, "mcd", [run_row("isun", "mcd", checkpoint="final", sha=MCD_SHA, fpr95=0.007, auroc=0.999,
+                                detection_error=0.013)], "detector=mcd")
+    return root
 
 
 def test_cell_delta_and_noise_flag() -> None:
@@ -85,8 +94,9 @@ def test_cell_delta_and_noise_flag() -> None:
     assert cell(None, 37.2, None)["delta"] is None and cell(40.0, None, 1.0)["flag"] == ""
 
 
-def test_odin_builder_delta_flag_and_not_run(results: Path) -> None:
-    df, md = odin_table2.build(results / "paper" / "odin_liang2018.csv", results / "runs" / "odin_table2")
+def test_odin_page_delta_flag_and_not_run(results: Path) -> None:
+    df, md, _ = engine.build("odin_table2", results)
+    assert len(df) == 3 * 5  # the Table 3 row is filtered out
     isun = df[(df.ood == "isun") & (df.arch == "densenet100")].set_index("metric")
     assert isun.loc["fpr95", "delta"] == pytest.approx(2.8) and isun.loc["fpr95", "flag"] == "†"
     assert isun.loc["auroc", "delta"] == pytest.approx(0.2) and isun.loc["auroc", "flag"] == ""
@@ -95,45 +105,44 @@ def test_odin_builder_delta_flag_and_not_run(results: Path) -> None:
     assert set(df[df.arch == "wrn28_10"].status) == {"not run: no published weights here"}
     assert "40.0 / 37.2 (+2.8)†" in md and "95.0 / 94.8 (+0.2) |" in md
     assert "**4 of 5 cells reproduced within noise**" in md
+    assert "- `results/runs/odin_table2/`: 2 of 4 cells stored." in md
 
 
-def test_energy_builder_wrn_not_run_and_other_network_block(results: Path) -> None:
-    df, md = energy_table1.build(results / "paper" / "energy_liu2020.csv", results / "runs" / "posthoc_cifar")
+def test_energy_page_mean_over_sets_and_not_run(results: Path) -> None:
+    df, md, _ = engine.build("energy_table1", results)
     wrn = df[df.block == "WRN-40-2 (paper)"]
     assert set(wrn.status) == {"not run: WRN-40-2 weights not available (cifar10_wrn_pretrained_epoch_99.pt; "
                                "see oodbench/models/registry.py)"}
+    assert wrn.set_index("metric").loc["id_err", "published"] == pytest.approx(5.16)  # "err:5.16"
     ours = df[(df.block != "WRN-40-2 (paper)") & (df.id == "cifar10")].set_index(["method", "metric"])
     assert ours.loc[("Softmax score", "fpr95"), "ours"] == pytest.approx(25.0)  # mean of iSUN 30 and LSUN 20
-    assert ours.loc[("Softmax score", "fpr95"), "published"] is None or pd.isna(
-        ours.loc[("Softmax score", "fpr95"), "published"])
+    assert ours.loc[("Softmax score", "fpr95"), "n_ood"] == 4000
+    assert ours.loc[("Softmax score", "id_err"), "ours"] == pytest.approx(5.0)  # 100 − 95 % top-1
+    assert pd.isna(ours.loc[("Softmax score", "fpr95"), "published"])
     assert ours.loc[("Energy score", "fpr95"), "ours"] == pytest.approx(10.0)  # iSUN only: the set we have
     assert ours.loc[("Outlier Exposure (OE), MSP score", "fpr95"), "status"].startswith("not run yet")
     assert "No cell compared with a published value" in md and "different network, not a reproduction" in md
 
 
-def test_mcd_builder_finds_the_fine_tuned_checkpoint(results: Path) -> None:
-    df, md = mcd.build(results / "paper" / "mcd_yu2019.csv", results / "runs" / "training_cifar10")
+def test_mcd_page_finds_the_declared_fine_tuned_checkpoint(results: Path) -> None:
+    df, _, _ = engine.build("mcd", results)
     row = df.set_index("metric")
     assert set(df.status) == {"ok"}
     assert row.loc["fpr95", "delta"] == pytest.approx(0.1) and row.loc["fpr95", "flag"] == ""
     assert row.loc["auroc", "flag"] == ""
 
 
-def test_training_method_is_read_not_guessed(tmp_path: Path) -> None:
-    row = pd.Series(run_row("isun", "energy", checkpoint="final", ckpt_path="/a/b/energy_ft/final.pt"))
-    assert layout.training_method(row) == "unknown"  # a path names no method
-    assert layout.training_method(pd.Series({**row, "training": json.dumps({"method": "oe"})})) == "oe"
-    (tmp_path / "checkpoints.csv").write_text("sha256,method,init,log\n" + "ab" * 32 + ",mcd,odin_densenet10,x.log\n")
-    assert layout.training_method(row, tmp_path) == "mcd"
-    assert layout.training_method(pd.Series(run_row("isun", "msp"))) == "pretrained"
+def test_training_method_is_declared_by_sha256_not_guessed() -> None:
+    spec = {"checkpoint_methods": {MCD_SHA: {"train_method": "mcd"}}}
+    rows = pd.DataFrame([run_row("isun", "mcd", checkpoint="final", sha=MCD_SHA),
+                         run_row("isun", "msp", checkpoint="/x/energy_ft/final.pt")])  # path says energy_ft
+    assert list(engine.with_methods(rows, spec).train_method) == ["mcd", "pretrained"]
+    assert not hasattr(layout, "training_method")
 
 
-def test_builders_are_deterministic(results: Path) -> None:
-    for build, paper, runs in [(odin_table2.build, "odin_liang2018.csv", "odin_table2"),
-                               (energy_table1.build, "energy_liu2020.csv", "posthoc_cifar"),
-                               (posthoc_cifar.build, None, "posthoc_cifar")]:
-        args = (results / "paper" / paper if paper else None, results / "runs" / runs)
-        (df1, md1), (df2, md2) = build(*args), build(*args)
+def test_pages_are_deterministic(results: Path) -> None:
+    for name in ("odin_table2", "energy_table1"):
+        (df1, md1, _), (df2, md2, _) = engine.build(name, results), engine.build(name, results)
         assert md1 == md2 and df1.to_csv(index=False) == df2.to_csv(index=False)
 
 
@@ -142,19 +151,3 @@ def test_markdown_to_latex() -> None:
     tex = layout.markdown_to_latex(md)
     assert r"\begin{tabular}{ll}" in tex and r"% a\_b" in tex
     assert r"1.0 / 2.0 (-1.0)$^\dagger$ & \textbf{50 \%} \\" in tex
-
-
-def test_make_tables_end_to_end(results: Path) -> None:
-    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "make_tables.py"), "--results", str(results)]
-    first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
-    assert first.returncode == 0, first.stderr
-    out = results / "tables"
-    names = ["odin_table2", "energy_table1", "mcd", "posthoc_cifar", "react_imagenet"]
-    assert "skipped react_imagenet" in first.stdout  # its published CSV is not in the synthetic set
-    built = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
-    for name in names[:4]:
-        assert {f"{name}.md", f"{name}.csv", f"{name}.tex"} <= set(built)
-    assert "40.0 / 37.2 (+2.8)†" in built["odin_table2.md"].decode()
-    second = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
-    assert second.returncode == 0, second.stderr
-    assert {p.name: p.read_bytes() for p in sorted(out.iterdir())} == built

@@ -1,4 +1,4 @@
-"""Join stored run rows with published numbers: ours, published, Δ, n and a noise flag per cell.
+"""One comparison cell: ours, published, Δ and a noise flag.
 
 A cell is flagged when |Δ| exceeds twice the combined sampling noise: our bootstrap standard deviation
 (resampling ID and OOD images) and the published value's rounding to 0.1 points.
@@ -7,40 +7,8 @@ A cell is flagged when |Δ| exceeds twice the combined sampling noise: our boots
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
-import pandas as pd
-
-from oodbench.errors import OodbenchError
 
 ROUNDING = 0.05  # published values are printed to 0.1 points
-METRIC_COLUMNS = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_error")
-
-
-def load_runs(runs_dir: Path) -> pd.DataFrame:
-    """Every stored row of an experiment (``results/runs/<experiment>/*.csv``), in a stable order."""
-    files = sorted(Path(runs_dir).glob("*.csv"))
-    if not files:
-        return pd.DataFrame()
-    return pd.concat([read_run_csv(f) for f in files], ignore_index=True)
-
-
-def read_run_csv(path: Path) -> pd.DataFrame:
-    """One stored run file, checked: parseable, with its identifying columns and numeric metrics; otherwise one
-    :class:`OodbenchError` naming the file and what to do."""
-    fix = "delete it (or restore it with git checkout) and rerun its cell to store it again"
-    try:
-        df = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError, OSError) as err:
-        raise OodbenchError(f"stored run {path} is unreadable ({str(err).splitlines()[0][:80]}); {fix}") from None
-    missing = [c for c in ("status", "detector", "ood_dataset") if c not in df.columns]
-    if missing:
-        raise OodbenchError(f"stored run {path} lacks the columns {missing}: not a result file; {fix}")
-    ok = df[df.status == "ok"]
-    for col in [c for c in METRIC_COLUMNS if c in df.columns]:
-        if pd.to_numeric(ok[col], errors="coerce").isna().any():
-            raise OodbenchError(f"stored run {path} has a missing or non-numeric {col} on an ok row; {fix}")
-    return df
 
 
 def cell(ours: float | None, published: float | None, std: float | None) -> dict[str, object]:

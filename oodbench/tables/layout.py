@@ -1,7 +1,7 @@
-"""Shared pieces of the table builders: finding our rows, comparison records, protocol facts, Markdown and LaTeX.
+"""Pieces of the table engine (:mod:`oodbench.tables.engine`): finding our rows, comparison records, our-only
+grids, provenance facts, Markdown and LaTeX.
 
-Every builder reads stored run rows (``results/runs/<experiment>/*.csv``, fractions) and published numbers
-(``results/paper/*.csv``, percent) and returns ``(long-form DataFrame, Markdown page)``; nothing here runs a model.
+Our rows are the stored rows of a spec's cells (fractions); published numbers are percent; nothing here runs a model.
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from oodbench.tables import names
-from oodbench.tables.compare import cell, fmt_cell
-
 CELL_KEYS = ("ours", "published", "delta", "noise", "flag")
-TRAIN_METHODS = ("energy_ft", "classifier", "mcd", "oe")  # train.py methods (configs/train/method/)
 
 
 # ---------------------------------------------------------------------------------------------- our rows
@@ -68,17 +64,6 @@ def ours_pct(row: pd.Series | None, metric: str, complement: bool = False) -> tu
     return (100 - value if complement else value), (100 * std if std is not None else None)
 
 
-def compare(row: pd.Series | None, published: dict[str, object], metrics: Iterable[str],
-            source: dict[str, tuple[str, bool]] | None = None) -> dict[str, dict[str, object]]:
-    """One :func:`compare.cell` per metric; ``source`` maps a published metric to (our column, complement)."""
-    out = {}
-    for m in metrics:
-        col, comp = (source or {}).get(m, (m, False))
-        ours, std = ours_pct(row, col, comp)
-        out[m] = cell(ours, published_value(published.get(m)), std)
-    return out
-
-
 def mean_row(rows: Sequence[pd.Series], metrics: Iterable[str]) -> pd.Series:
     """The average of several OOD sets' rows (same checkpoint and detector) as one pseudo-row.
 
@@ -108,42 +93,30 @@ def n_text(row: pd.Series | None) -> str:
     return f"{int(row.n_id)} / {int(row.n_ood)}" if is_ok(row) else ""
 
 
-def cells_text(cells: dict[str, dict[str, object]]) -> list[str]:
-    return [fmt_cell(c) for c in cells.values()]
-
-
 def pct_text(x: float | None, digits: int = 1) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-# ---------------------------------------------------------------------------------------------- training runs
+# ---------------------------------------------------------------------------------------------- detector params
 
-def training_method(row: pd.Series, training_dir: Path | None = None) -> str:
-    """How a run's checkpoint was made: a ``train.py`` method (energy_ft, oe, mcd, …), ``pretrained`` for a
-    registered published checkpoint, or ``unknown`` — read, never guessed from a path: the row's ``training``
-    column (the checkpoint's own metadata, recorded by the runner), else ``<training_dir>/checkpoints.csv``, which
-    declares the method of each fine-tuned checkpoint by sha256 (for rows stored before the metadata column)."""
-    recorded = row.get("training")
-    if isinstance(recorded, str) and recorded.strip():
-        return str(json.loads(recorded).get("method", "unknown"))
-    declared = Path(training_dir) / "checkpoints.csv" if training_dir is not None else None
-    if declared is not None and declared.is_file():
-        table = pd.read_csv(declared, dtype=str)
-        hit = table[table.sha256 == str(row.get("checkpoint_sha256", ""))]
-        if not hit.empty:
-            return str(hit.method.iloc[0])
-    return "pretrained" if str(row.checkpoint) in names.CHECKPOINTS else "unknown"
+HIDDEN_PARAMS = {"score", "seed", "variant", "feature_stats"}
 
 
-def with_training_method(runs: pd.DataFrame, training_dir: Path | None) -> pd.DataFrame:
-    if runs.empty:
-        return runs
-    runs = runs.copy()
-    runs["train_method"] = [training_method(r, training_dir) for _, r in runs.iterrows()]
-    return runs
+def params_text(raw: object) -> str:
+    """``{"p": 95.0, "score": "Energy(…)", "seed": 0}`` → ``p=95``."""
+    if not isinstance(raw, str):
+        return ""
+    params = json.loads(raw)
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in sorted(params.items()) if k not in HIDDEN_PARAMS and v is not None)
 
 
 # ---------------------------------------------------------------------------------------------- protocol facts
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    """A column, or an empty one for rows written before it existed."""
+    return df[name] if name in df.columns else pd.Series(dtype=object)
+
 
 def checkpoints_text(ok: pd.DataFrame) -> str:
     """Each checkpoint with its sha256 prefix; a fine-tuned file (``final``) is named by its training method."""
@@ -162,13 +135,13 @@ def commits_text(ok: pd.DataFrame) -> str:
 
 
 def deviations(ok: pd.DataFrame) -> list[str]:
-    return [f"- Deviation: {n}" for n in sorted({n for n in ok.id_notes.dropna()})]
+    return [f"- Deviation: {n}" for n in sorted({n for n in _col(ok, "id_notes").dropna()})]
 
 
 def protocol_text(ok: pd.DataFrame) -> str:
     """The protocol settings our rows were scored under, read from their resolved configs."""
     out = set()
-    for c in ok.config.dropna().unique():
+    for c in _col(ok, "config").dropna().unique():
         p = json.loads(c).get("protocol", {})
         cap = "every OOD image" if p.get("max_ood") is None else f"at most {p['max_ood']} OOD images per set (seeded)"
         out.add(f"`protocol={p.get('name')}`: ID holdout {p.get('id_holdout')}, OOD holdout {p.get('ood_holdout')}, "
@@ -231,12 +204,12 @@ def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 
 
 def counts_by_status(df: pd.DataFrame, keys: Sequence[str]) -> str:
-    """``12 rows: 4 ok, 8 not run: …`` over the published rows (unique ``keys``)."""
+    """``12 rows: 4 ok; 8 not run: …`` over the table rows (unique ``keys``)."""
     if df.empty:
         return "0 rows"
     rows = df.drop_duplicates(list(keys))
     parts = [f"{n} {s}" for s, n in sorted(rows.status.value_counts().items(), key=lambda kv: (kv[0] != "ok", kv[0]))]
-    return f"{len(rows)} published rows: " + "; ".join(parts)
+    return f"{len(rows)} rows: " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- LaTeX
@@ -297,31 +270,6 @@ def training_log_facts(training_dir: Path | None) -> list[str]:
             out.append(f"- `{log.name}`: {what.group(1)}; {done}"
                        + (f"; final sha256 `{sha.group(1)}…`" if sha else ""))
     return out
-
-
-# ---------------------------------------------------------------------------------------------- ImageNet rows
-
-def imagenet_rows(paper: pd.DataFrame, runs: pd.DataFrame, det_of: Callable[[str], str | None],
-                  metrics: dict[str, str], missing: str) -> tuple[list[dict[str, object]], list[list[str]]]:
-    """Compare published ImageNet rows (4 MOS sets + their average) with stored ``react_imagenet`` rows.
-
-    ``det_of`` maps a published method to our detector (None: not one of ours); ``missing`` is the status of
-    every row when no ImageNet run is stored.
-    """
-    long, md = [], []
-    for p in paper.itertuples():
-        arch, det = names.ARCHS.get(p.arch.split(" (")[0] + " (torchvision)", p.arch), det_of(p.method)
-        if p.ood_dataset == names.IMAGENET_AVERAGE:
-            found = [find(runs, arch=arch, detector=det, ood_dataset=o) for o in names.IMAGENET_OOD.values()]
-            ours = mean_row(found, [*metrics]) if all(is_ok(r) for r in found) else None
-        else:
-            ours = find(runs, arch=arch, detector=det, ood_dataset=names.IMAGENET_OOD[p.ood_dataset])
-        status = status_of(ours, missing if runs.empty else "not run: no such detector here" if det is None
-                           else "not run yet", p.ood_dataset)
-        cells = compare(ours if status == "ok" else None, p._asdict(), metrics)
-        long += records({"arch": arch, "ood": p.ood_dataset, "method": p.method}, cells, status, ours)
-        md.append([p.arch, p.ood_dataset, p.method, *cells_text(cells), status, n_text(ours)])
-    return long, md
 
 
 # ---------------------------------------------------------------------------------------------- our-only grids
