@@ -148,7 +148,7 @@ def test_mahalanobis_ensemble_tunes_per_ood_set(run_cli, tmp_path):
                    "protocol.val_n=40", "protocol.ood_holdout=40", "protocol.max_fit=200", "protocol.max_id=100",
                    "protocol.max_ood=100", "protocol.bootstrap=0", "ood=[gaussian]")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "mahalanobis_ensemble weights for gaussian" in proc.stdout
+    assert "MahalanobisEnsemble weights for gaussian" in proc.stdout  # logged by the detector itself
     df = _metrics(proc)
     assert df.loc[0, "auroc"] > 0.9 and df.loc[0, "n_ood"] == 100 and "first 40 held out" in df.loc[0, "ood_notes"]
     wrong = run_cli("detector=mahalanobis_ensemble", "ood=[gaussian]", *SMALL)
