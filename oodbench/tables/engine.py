@@ -2,7 +2,8 @@
 
 A spec declares its cells (the sweep ``python run.py +paper=<name>`` runs), the published numbers (CSVs under
 ``results/paper/`` with a row filter), how a published row maps onto our rows, the metrics compared, any
-aggregation, and a notes file (``configs/paper/<name>.md``) with the prose. The engine reads exactly the stored rows
+aggregation, and a notes file (``configs/paper/<name>.md``) with the prose (above the tables; what follows a line
+``<!-- after the tables -->`` goes below them). The engine reads exactly the stored rows
 of those cells (:mod:`oodbench.tables.cells`) and renders the page from *blocks*, each one of :data:`BLOCKS`:
 
 - ``compare``: one table row per published row (or per row declared in the spec): ours / published (Δ), 2σ noise
@@ -31,6 +32,7 @@ from oodbench.tables.cells import CONFIG_DIR, Cell, load_cells, spec_cells
 from oodbench.tables.compare import cell, fmt_cell
 
 SPEC_DIR = "paper"
+NOTES_AFTER = "<!-- after the tables -->"  # notes below this line go under the tables (e.g. reading the Δs)
 
 
 @dataclass
@@ -298,14 +300,14 @@ def build(name: str, results: Path, config_dir: Path = CONFIG_DIR) -> tuple[pd.D
         body += lines
     df = pd.DataFrame(long)
     notes = spec_path(name, config_dir).with_suffix(".md")
-    lines = [f"# {spec['title']}", ""]
-    if notes.is_file():
-        lines += [notes.read_text().strip(), ""]
+    before, _, after = (notes.read_text() if notes.is_file() else "").partition(NOTES_AFTER)
+    lines = [f"# {spec['title']}", ""] + ([before.strip(), ""] if before.strip() else [])
     lines += ["## Our rows", "", *provenance(ctx), ""]
     if any(b["kind"] == "compare" for b in spec["blocks"]):
         lines += [layout.noise_summary(df, spec.get("no_comparison", "")), ""]
         keys = [k for b in spec["blocks"] if b["kind"] == "compare" for k in b["keys"]]
         lines += [layout.counts_by_status(df, list(dict.fromkeys(keys))) + "."]
+    body += ["", after.strip()] if after.strip() else []
     return df, "\n".join(lines + body).rstrip("\n") + "\n", cells
 
 
