@@ -20,7 +20,7 @@ from oodbench.runner.provenance import stable_hash, write_csv
 from oodbench.runner.store import result_path
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-GROUPS = ("id", "arch", "detector", "protocol", "ood", "experiment", "paper", "paths")
+GROUPS = ("id", "arch", "detector", "protocol", "ood", "paper", "paths")
 PCT = ["fpr95", "auroc", "aupr_in", "aupr_out", "detection_error", "fpr95_oodpos"]
 log = logging.getLogger("oodbench")
 # Job directories carry this process's id and a random suffix: concurrent runs started in the same second never
