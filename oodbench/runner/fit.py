@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from oodbench.data.base import ImageSet, protocol_subset
 from oodbench.detectors.base import Detector, FitData, PerSetData
@@ -43,12 +44,26 @@ def fit_detector(det: Detector, s: Session) -> None:
                     images=train, model=s.model, device=s.device, batch_size=s.cfg.batch_size))
 
 
+def check_validation_split(cfg: DictConfig) -> None:
+    """A detector tuned per OOD set needs a protocol that makes a validation split: checked before any model work."""
+    p = cfg.protocol
+    n_val = int(p.get("val_n") or 0)
+    has_id = p.get("id_val") == "train_tail" or bool(p.get("id_holdout"))
+    if not n_val or p.ood_holdout < n_val or not has_id:
+        raise OodbenchError(
+            f"{cfg.detector_name} is tuned per OOD set on a validation split; use a protocol that makes one "
+            f"(protocol=mahalanobis or mahalanobis_table2: an ID validation split and ood_holdout >= val_n > 0), "
+            f"not {p.name}"
+        )
+
+
 def _tune_for_set(det: Detector, s: Session, ood_full: ImageSet) -> Detector:
     """``fit_per_set`` on the protocol's validation split: the first ``val_n`` images of the OOD set (the holdout
     keeps them out of the test) and the ID test images the protocol held out (``Session.id_val``)."""
     p = s.cfg.protocol
     n_val = int(p.get("val_n") or 0)
-    if not n_val or p.ood_holdout < n_val or s.id_val is None or len(s.id_val) == 0:
+    check_validation_split(s.cfg)
+    if s.id_val is None or len(s.id_val) == 0:
         raise OodbenchError(
             f"{s.cfg.detector_name} is tuned per OOD set on a validation split; use a protocol that makes one "
             f"(protocol=mahalanobis or mahalanobis_table2: an ID validation split and ood_holdout >= val_n > 0), "

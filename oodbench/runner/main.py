@@ -24,7 +24,7 @@ from oodbench.metrics import id_accuracy
 from oodbench.runner.build import build, meta
 from oodbench.runner.checks import write_failure
 from oodbench.runner.evaluate import evaluate_pair
-from oodbench.runner.fit import fit_detector, fit_for_set
+from oodbench.runner.fit import check_validation_split, fit_detector, fit_for_set
 from oodbench.runner.provenance import environment, stable_hash, write_csv
 from oodbench.runner.scoring import score_set
 from oodbench.runner.session import Session
@@ -107,6 +107,8 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, bool]:
     """Execute one run; return its rows (also written to disk) and whether they were served from the store."""
     t0 = time.time()
     detectors = _detectors(cfg)
+    if any(d.tunes_per_set for d in detectors.values()):
+        check_validation_split(cfg)
     s = Session(cfg)
     id_set = _id_set(s)
     p = cfg.protocol
