@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodbench.detectors import ASH, DICE, KNN, MSP, ODIN, Energy, FitData, Mahalanobis, MahalanobisEnsemble, ReAct, ViM
-from oodbench.detectors.shaping import linear_params
+from oodbench.detectors.base import CheckpointReference
+from oodbench.detectors.shaping import Chain, linear_params
 from oodbench.errors import OodbenchError
 from oodbench.metrics import auroc
 from oodbench.models import OODNet
@@ -105,11 +106,43 @@ def test_dice_mask_and_logits(tmp_path):
         assert torch.allclose(det.score_features(f[:5], head), torch.logsumexp(logits.double(), 1))
     np.save(tmp_path / "stats.npy", m.numpy())
     from_file = DICE(p=90, feature_stats=str(tmp_path / "stats.npy"))
+    from_file.bind(CheckpointReference("ck", tmp_path / "elsewhere"))
     assert not from_file.needs_fit and torch.equal(from_file.mask(head.weight.detach()), mask)
+    assert from_file.params["mean_feature"].startswith("stats.npy (sha256 ")
     with pytest.raises(OodbenchError, match="20-d"):
         from_file.mask(torch.zeros(3, 7))
-    with pytest.raises(OodbenchError, match="not found"):
-        DICE(feature_stats=str(tmp_path / "missing.npy"))
+    with pytest.raises(OodbenchError, match="not found.*missing.npy; give an existing"):
+        DICE(feature_stats="missing.npy").bind(CheckpointReference("ck", tmp_path))
+
+
+def test_dice_uses_the_published_mean_feature_of_the_checkpoint(tmp_path):
+    """auto: the checkpoint's published full-training-set mean (DICE's feat_stat.npy, as the official code) when
+    the registry names one, found in the run's weights dir; else fit here. A relative path honours paths.weights."""
+    (tmp_path / "stats").mkdir()
+    np.save(tmp_path / "stats" / "m.npy", np.arange(20.0))
+    published = CheckpointReference("ck", tmp_path, tmp_path / "stats" / "m.npy", "https://example.org/m.npy")
+    auto = DICE()
+    auto.bind(published)
+    assert not auto.needs_fit and auto.params["mean_feature"].startswith("m.npy (sha256 ")
+    relative = DICE(feature_stats="stats/m.npy")
+    relative.bind(CheckpointReference("ck", tmp_path))  # no published stats, but the path is under paths.weights
+    assert not relative.needs_fit
+    for det in (DICE(), DICE(feature_stats="fit")):
+        det.bind(CheckpointReference("ck", tmp_path) if det.feature_stats == "auto" else published)
+        assert det.needs_fit  # nothing published (auto), or fitting asked for (fit)
+    missing = CheckpointReference("ck", tmp_path, tmp_path / "nope.npy", "https://example.org/nope.npy")
+    with pytest.raises(OodbenchError, match="from https://example.org/nope.npy or set detector.feature_stats=fit"):
+        DICE().bind(missing)
+    chain = Chain([ReAct(90)], DICE())
+    chain.bind(published)
+    assert chain.then.params["mean_feature"].startswith("m.npy")
+
+
+def test_registry_names_dice_published_stats_for_dice_checkpoints():
+    from oodbench.models.registry import CHECKPOINTS
+
+    assert {n for n, s in CHECKPOINTS.items() if s.mean_feature} == {
+        "dice_densenet_cifar10", "dice_densenet_cifar100", "tv_resnet50_imagenet"}
 
 
 def test_linear_params_from_module_method_or_probe():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -35,6 +36,19 @@ class FitData:
     batch_size: int = 128
 
 
+@dataclass(frozen=True)
+class CheckpointReference:
+    """What a checkpoint's authors published beside it, handed to every detector (``bind``) before any pass:
+    ``weights_dir`` (the run's ``paths.weights``, for relative paths in detector configs) and ``mean_feature``
+    (their mean penultimate feature over the full ID training set, e.g. DICE's ``*_feat_stat.npy``; None when
+    they published none) with ``mean_feature_source`` (where to get it when the file is missing)."""
+
+    checkpoint: str
+    weights_dir: Path
+    mean_feature: Path | None = None
+    mean_feature_source: str = ""
+
+
 @dataclass
 class PerSetData:
     """Handed to ``fit_per_set`` once per OOD set: validation splits the protocol keeps out of the test."""
@@ -54,6 +68,9 @@ class Detector(ABC):
     consumes: ClassVar[str]
     needs_fit: ClassVar[bool] = False
     tunes_per_set: ClassVar[bool] = False
+
+    def bind(self, ref: CheckpointReference) -> None:  # noqa: B027 - optional hook
+        """Called once the checkpoint is known, before ``needs_fit`` is read (no-op for most detectors)."""
 
     def fit(self, data: FitData) -> None:  # noqa: B027 - optional hook
         """Fit on ID training data (no-op for methods that need none)."""

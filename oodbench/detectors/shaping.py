@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from oodbench.detectors.base import FeatureDetector, FitData, LogitDetector
+from oodbench.data.files import sha256_file
+from oodbench.detectors.base import CheckpointReference, FeatureDetector, FitData, LogitDetector
 from oodbench.detectors.logit_scores import Energy
 from oodbench.errors import OodbenchError
-from oodbench.paths import resolve
 
 Head = Callable[[Tensor], Tensor]
 
@@ -150,29 +150,44 @@ class DICE(Shaped):
     """Directed sparsification (Sun & Li, ECCV 2022, Eq. 3-5): contributions V = W ⊙ m̄ (m̄ = mean ID-train
     feature, V_cj = W_cj·m̄_j); the mask M keeps the largest k = C·D − round(C·D·p/100) of V over the whole
     matrix (``torch.topk``; the paper's code keeps V > numpy-percentile(V, p), which can differ by one weight
-    at ties); logits = f (M ⊙ W)ᵀ + b. m̄ from ``fit`` or, when ``feature_stats`` names a ``.npy`` file
-    (e.g. DICE's published ``dice-feature-stats/CIFAR-10_densenet_feat_stat.npy``; a relative path is looked
-    up in the weights directory), from that file, and then no fitting is needed."""
+    at ties); logits = f (M ⊙ W)ᵀ + b.
+
+    m̄ (``feature_stats``): ``auto`` (default) = the checkpoint authors' published mean over the full training
+    set when the registry names one (DICE's ``*_feat_stat.npy``, as the official code loads), else the mean of
+    the ID-train split fitted here; ``fit`` (or null) = always fit here; a ``.npy`` path = that file (a relative
+    path is looked up in the run's weights directory, ``paths.weights``). ``mean_feature`` in the row says
+    which was used."""
 
     def __init__(self, p: float = 90, score: LogitDetector | None = None,
-                 feature_stats: str | None = None) -> None:
+                 feature_stats: str | None = "auto") -> None:
         super().__init__(score)
         self.p, self.feature_stats = _check_percent("DICE p", p), feature_stats
+        self.mean_feature = "fit on the ID-train split"
         self._mean: Tensor | None = None
-        if feature_stats:
-            path = Path(feature_stats).expanduser()
-            path = path if path.is_absolute() or path.exists() else resolve("weights") / path
-            if not path.is_file():
-                raise OodbenchError(f"DICE feature_stats file not found: {path}; give an existing .npy path")
-            self._mean = torch.from_numpy(np.load(path).astype(np.float64).ravel())
+
+    def bind(self, ref: CheckpointReference) -> None:
+        if self.feature_stats in (None, "", "fit"):
+            return
+        if self.feature_stats == "auto":
+            if ref.mean_feature is None:
+                return
+            path, where = ref.mean_feature, f"; get it from {ref.mean_feature_source} or set detector.feature_stats=fit"
+        else:
+            path = Path(str(self.feature_stats)).expanduser()
+            path, where = (path if path.is_absolute() else ref.weights_dir / path), "; give an existing .npy path"
+        if not path.is_file():
+            raise OodbenchError(f"DICE feature_stats file not found: {path}{where}")
+        self._mean = torch.from_numpy(np.load(path).astype(np.float64).ravel())
+        self.mean_feature = f"{path.name} (sha256 {sha256_file(path)[:12]})"
 
     @property
     def needs_fit(self) -> bool:  # type: ignore[override]
-        return self.feature_stats is None
+        return self._mean is None
 
     def fit(self, data: FitData) -> None:
-        if self.feature_stats is None:
+        if self._mean is None:
             self._mean = data.features.double().mean(0).cpu()
+            self.mean_feature = f"fit on {data.source}"
 
     def mask(self, weight: Tensor) -> Tensor:
         """Boolean (C, D) mask M of the weights DICE keeps."""
@@ -208,6 +223,10 @@ class Chain(FeatureDetector):
         if not isinstance(then, FeatureDetector):
             raise OodbenchError(f"a shaping chain ends in a feature detector, not {type(then).__name__}")
         self.shapers, self.then = list(shapers), then
+
+    def bind(self, ref: CheckpointReference) -> None:
+        for step in (*self.shapers, self.then):
+            step.bind(ref)
 
     @property
     def needs_fit(self) -> bool:  # type: ignore[override]

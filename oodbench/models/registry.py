@@ -45,7 +45,8 @@ NORMALIZATIONS: dict[str, tuple[Triple, Triple]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 _ODIN, _DICE = NORMALIZATIONS["odin"], NORMALIZATIONS["dice"]
-_DICE_RAW = "https://github.com/deeplearning-wisc/dice/raw/ca6c275c5e1948858a911ea40924d6d5c412aac2/checkpoints"
+_DICE_REPO = "https://github.com/deeplearning-wisc/dice/raw/ca6c275c5e1948858a911ea40924d6d5c412aac2"
+_DICE_RAW = f"{_DICE_REPO}/checkpoints"
 _ENERGY_RAW = "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained"
 
 
@@ -65,6 +66,10 @@ class CheckpointSpec:
     source: str
     url: str
     note: str = ""
+    # the authors' mean penultimate feature over the full ID training set (DICE's ``*_feat_stat.npy``), a path
+    # inside the weights directory, and where to get it
+    mean_feature: str = ""
+    mean_feature_url: str = ""
 
 
 CHECKPOINTS: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
@@ -84,12 +89,16 @@ CHECKPOINTS: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
                    "deaefd082911a1c6c92aacdcfecf03c71b932acc5c08b779c85c44eccdc0c817",
                    "densenet100", 10, *_DICE, "checkpoint_dict", "cifar10",
                    "DICE (Sun & Li, ECCV 2022), github.com/deeplearning-wisc/dice @ ca6c275c",
-                   f"{_DICE_RAW}/CIFAR-10/densenet/checkpoint_100.pth.tar"),
+                   f"{_DICE_RAW}/CIFAR-10/densenet/checkpoint_100.pth.tar",
+                   mean_feature="dice-feature-stats/CIFAR-10_densenet_feat_stat.npy",
+                   mean_feature_url=f"{_DICE_REPO}/cache/CIFAR-10_densenet_feat_stat.npy"),
     CheckpointSpec("dice_densenet_cifar100", "dice_cifar100_densenet_checkpoint_100.pth.tar",
                    "56cbe261c2612976e11aedcbd60ba00766e8c01c78f96c3f18ff561ead804d47",
                    "densenet100", 100, *_DICE, "checkpoint_dict", "cifar100",
                    "DICE (Sun & Li, ECCV 2022), github.com/deeplearning-wisc/dice @ ca6c275c",
-                   f"{_DICE_RAW}/CIFAR-100/densenet/checkpoint_100.pth.tar"),
+                   f"{_DICE_RAW}/CIFAR-100/densenet/checkpoint_100.pth.tar",
+                   mean_feature="dice-feature-stats/CIFAR-100_densenet_feat_stat.npy",
+                   mean_feature_url=f"{_DICE_REPO}/cache/CIFAR-100_densenet_feat_stat.npy"),
     CheckpointSpec("mahalanobis_densenet_svhn", "mahalanobis_densenet_svhn.pth",
                    "a10b4ada687f514bb1ac1544738d4b11a28167b82f444c3765854ba88d6c84e4",
                    "densenet100", 10, *_ODIN, "legacy_state_dict", "svhn",
@@ -109,7 +118,9 @@ CHECKPOINTS: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
                    "resnet50", 1000, *NORMALIZATIONS["imagenet"], "state_dict", "imagenet",
                    "torchvision ResNet50_Weights.IMAGENET1K_V1 (used by ReAct, DICE, ASH for ImageNet)",
                    "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-                   "torch hub file; its sha256 must start with 0676ba61"),
+                   "torch hub file; its sha256 must start with 0676ba61",
+                   mean_feature="dice-feature-stats/imagenet_resnet50_feat_stat.npy",
+                   mean_feature_url="DICE's ImageNet ResNet-50 feature stats (github.com/deeplearning-wisc/dice)"),
     CheckpointSpec("tv_mobilenet_v2_imagenet", "mobilenet_v2-b0353104.pth", None,
                    "mobilenet_v2", 1000, *NORMALIZATIONS["imagenet"], "state_dict", "imagenet",
                    "torchvision MobileNet_V2_Weights.IMAGENET1K_V1 (used by ReAct for ImageNet)",

@@ -110,6 +110,8 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, bool]:
     if any(d.tunes_per_set for d in detectors.values()):
         check_validation_split(cfg)
     s = Session(cfg)
+    for det in detectors.values():
+        det.bind(s.reference)
     id_set = _id_set(s)
     p = cfg.protocol
     fulls, missing = _load_oods(s)

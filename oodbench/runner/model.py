@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from oodbench.detectors.base import CheckpointReference
 from oodbench.errors import CheckpointError
 from oodbench.models.registry import CHECKPOINTS, load_classifier, load_torchvision_classifier
 from oodbench.models.torchvision_nets import hub_hash_prefix
@@ -40,3 +41,11 @@ def load_model(arch: DictConfig, weights_dir: Path, device: torch.device) -> tup
             None, weights_dir, path=path, arch=arch.name, normalization=arch.get("normalization")
         )
     return model.to(device), prov
+
+
+def checkpoint_reference(arch: DictConfig, name: str, weights_dir: Path) -> CheckpointReference:
+    """What the registry says the authors published beside the checkpoint (e.g. DICE's mean training feature)."""
+    spec = CHECKPOINTS.get(str(arch.get("checkpoint", "")))
+    if spec is None or not spec.mean_feature:
+        return CheckpointReference(name, weights_dir)
+    return CheckpointReference(name, weights_dir, weights_dir / spec.mean_feature, spec.mean_feature_url)

@@ -14,7 +14,7 @@ from oodbench.runner.build import build
 from oodbench.runner.cache import RepresentationCache, cache_key
 from oodbench.runner.checks import write_failure
 from oodbench.runner.forward import Representations, extract, numeric_mode, resolve_device, set_tf32
-from oodbench.runner.model import load_model
+from oodbench.runner.model import checkpoint_reference, load_model
 from oodbench.runner.scoring import ScoringContext
 
 
@@ -27,6 +27,7 @@ class Session:
         self.device = resolve_device(cfg.device)
         set_tf32(bool(cfg.get("tf32", False)))  # numeric mode, recorded in every row (provenance.environment)
         self.model, self.checkpoint = load_model(cfg.arch, self.paths["weights"], self.device)
+        self.reference = checkpoint_reference(cfg.arch, self.checkpoint["name"], self.paths["weights"])
         self.cache = RepresentationCache(self.paths["cache"], enabled=cfg.cache)
         self.ctx = ScoringContext(self.model, self.device, cfg.batch_size)
         self.id_val: ImageSet | None = None  # ID test images a protocol holds out for per-set tuning

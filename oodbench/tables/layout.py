@@ -99,7 +99,7 @@ def pct_text(x: float | None, digits: int = 1) -> str:
 
 # ---------------------------------------------------------------------------------------------- detector params
 
-HIDDEN_PARAMS = {"score", "seed", "variant", "feature_stats"}
+HIDDEN_PARAMS = {"score", "seed", "variant", "feature_stats", "mean_feature"}
 
 
 def params_text(raw: object) -> str:
