@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oodbench.data.files import sha256_file
 from oodbench.detectors import ASH, DICE, KNN, MSP, ODIN, Energy, FitData, Mahalanobis, MahalanobisEnsemble, ReAct, ViM
 from oodbench.detectors.base import CheckpointReference
 from oodbench.detectors.shaping import Chain, linear_params
@@ -109,6 +110,7 @@ def test_dice_mask_and_logits(tmp_path):
     from_file.bind(CheckpointReference("ck", tmp_path / "elsewhere"))
     assert not from_file.needs_fit and torch.equal(from_file.mask(head.weight.detach()), mask)
     assert from_file.params["mean_feature"].startswith("stats.npy (sha256 ")
+    assert from_file.inputs() == {"dice_mean_feature": sha256_file(tmp_path / "stats.npy")}
     with pytest.raises(OodbenchError, match="20-d"):
         from_file.mask(torch.zeros(3, 7))
     with pytest.raises(OodbenchError, match="not found.*missing.npy; give an existing"):
@@ -128,7 +130,7 @@ def test_dice_uses_the_published_mean_feature_of_the_checkpoint(tmp_path):
     relative.bind(CheckpointReference("ck", tmp_path))  # no published stats, but the path is under paths.weights
     assert not relative.needs_fit
     for det in (DICE(), DICE(feature_stats="fit")):
-        det.bind(CheckpointReference("ck", tmp_path) if det.feature_stats == "auto" else published)
+        det.bind(CheckpointReference("ck", tmp_path) if det.feature_stats is None else published)
         assert det.needs_fit  # nothing published (auto), or fitting asked for (fit)
     missing = CheckpointReference("ck", tmp_path, tmp_path / "nope.npy", "https://example.org/nope.npy")
     with pytest.raises(OodbenchError, match="from https://example.org/nope.npy or set detector.feature_stats=fit"):

@@ -67,6 +67,20 @@ def test_replaced_checkpoint_is_recomputed_with_its_new_sha(run_cli, shared_weig
     assert "stored result, nothing recomputed" in third.stdout  # unchanged inputs: served, not recomputed
 
 
+def test_changed_dice_stats_file_is_recomputed(run_cli, tmp_path):
+    """A file a detector reads besides the checkpoint (DICE's mean feature) is part of the result's identity."""
+    stats = tmp_path / "m.npy"
+    np.save(stats, np.linspace(0, 1, 342))
+    args = ("detector=dice", f"detector.feature_stats={stats}", "ood=[gaussian]", "result_set=unit", *SMALL)
+    first = run_cli(*args, results=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "nothing recomputed" in run_cli(*args, results=tmp_path).stdout
+    np.save(stats, np.linspace(1, 0, 342))  # same path, other bytes
+    third = run_cli(*args, results=tmp_path)
+    assert third.returncode == 0 and "nothing recomputed" not in third.stdout
+    assert "its inputs changed" in third.stdout + third.stderr
+
+
 def test_deleted_folder_images_are_recomputed(run_cli, shared_data, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -72,6 +72,11 @@ class Detector(ABC):
     def bind(self, ref: CheckpointReference) -> None:  # noqa: B027 - optional hook
         """Called once the checkpoint is known, before ``needs_fit`` is read (no-op for most detectors)."""
 
+    def inputs(self) -> dict[str, str]:
+        """Files besides the checkpoint and the data that the scores depend on, by sha256 (after ``bind``), e.g.
+        a published mean feature: part of a stored result's identity, so a changed file is never served."""
+        return {}
+
     def fit(self, data: FitData) -> None:  # noqa: B027 - optional hook
         """Fit on ID training data (no-op for methods that need none)."""
 

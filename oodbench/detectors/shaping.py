@@ -152,23 +152,24 @@ class DICE(Shaped):
     matrix (``torch.topk``; the paper's code keeps V > numpy-percentile(V, p), which can differ by one weight
     at ties); logits = f (M ⊙ W)ᵀ + b.
 
-    m̄ (``feature_stats``): ``auto`` (default) = the checkpoint authors' published mean over the full training
-    set when the registry names one (DICE's ``*_feat_stat.npy``, as the official code loads), else the mean of
-    the ID-train split fitted here; ``fit`` (or null) = always fit here; a ``.npy`` path = that file (a relative
+    m̄ (``feature_stats``): null or ``auto`` (default) = the checkpoint authors' published mean over the full
+    training set when the registry names one (DICE's ``*_feat_stat.npy``, as the official code loads), else the
+    mean of the ID-train split fitted here; ``fit`` = always fit here; a ``.npy`` path = that file (a relative
     path is looked up in the run's weights directory, ``paths.weights``). ``mean_feature`` in the row says
-    which was used."""
+    which was used; a file's sha256 is part of the result's identity (``inputs``)."""
 
     def __init__(self, p: float = 90, score: LogitDetector | None = None,
-                 feature_stats: str | None = "auto") -> None:
+                 feature_stats: str | None = None) -> None:
         super().__init__(score)
         self.p, self.feature_stats = _check_percent("DICE p", p), feature_stats
         self.mean_feature = "fit on the ID-train split"
         self._mean: Tensor | None = None
+        self._inputs: dict[str, str] = {}
 
     def bind(self, ref: CheckpointReference) -> None:
-        if self.feature_stats in (None, "", "fit"):
+        if self.feature_stats == "fit":
             return
-        if self.feature_stats == "auto":
+        if self.feature_stats in (None, "", "auto"):
             if ref.mean_feature is None:
                 return
             path, where = ref.mean_feature, f"; get it from {ref.mean_feature_source} or set detector.feature_stats=fit"
@@ -178,7 +179,11 @@ class DICE(Shaped):
         if not path.is_file():
             raise OodbenchError(f"DICE feature_stats file not found: {path}{where}")
         self._mean = torch.from_numpy(np.load(path).astype(np.float64).ravel())
-        self.mean_feature = f"{path.name} (sha256 {sha256_file(path)[:12]})"
+        sha = sha256_file(path)
+        self.mean_feature, self._inputs = f"{path.name} (sha256 {sha[:12]})", {"dice_mean_feature": sha}
+
+    def inputs(self) -> dict[str, str]:
+        return dict(self._inputs)
 
     @property
     def needs_fit(self) -> bool:  # type: ignore[override]
@@ -227,6 +232,9 @@ class Chain(FeatureDetector):
     def bind(self, ref: CheckpointReference) -> None:
         for step in (*self.shapers, self.then):
             step.bind(ref)
+
+    def inputs(self) -> dict[str, str]:
+        return {k: v for step in (*self.shapers, self.then) for k, v in step.inputs().items()}
 
     @property
     def needs_fit(self) -> bool:  # type: ignore[override]

@@ -117,7 +117,8 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, bool]:
     fulls, missing = _load_oods(s)
     _check_sizes(id_set, fulls)
     scored = {k: protocol_subset(v, holdout=p.ood_holdout, max_images=p.max_ood, seed=p.seed) for k, v in fulls.items()}
-    identity = inputs_identity(s.checkpoint["sha256"], id_set, {k: scored.get(k) for k in cfg.ood})
+    used = {k: v for det in detectors.values() for k, v in det.inputs().items()}
+    identity = inputs_identity(s.checkpoint["sha256"], id_set, {k: scored.get(k) for k in cfg.ood}, used)
     stored = result_path(cfg)
     if not cfg.rerun and "+dirty" not in stored.name:
         previous = load_stored(stored, list(cfg.ood), identity)

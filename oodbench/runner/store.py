@@ -38,10 +38,15 @@ def set_identity(data: ImageSet) -> dict[str, Any]:
     return {"content": data.content_id, "indices": data.index_digest(), "n": len(data)}
 
 
-def inputs_identity(checkpoint_sha256: str, id_set: ImageSet, ood_sets: dict[str, ImageSet | None]) -> dict:
-    """What the numbers of a cell are computed from (besides its config, which names the store file)."""
-    return {"format": RESULT_FORMAT, "checkpoint": checkpoint_sha256, "id": set_identity(id_set),
-            "ood": {k: None if v is None else set_identity(v) for k, v in ood_sets.items()}}
+def inputs_identity(checkpoint_sha256: str, id_set: ImageSet, ood_sets: dict[str, ImageSet | None],
+                    detector_inputs: dict[str, str] | None = None) -> dict:
+    """What the numbers of a cell are computed from (besides its config, which names the store file): the
+    checkpoint, the sets and any file a detector reads (``Detector.inputs``; the key is absent when none)."""
+    identity = {"format": RESULT_FORMAT, "checkpoint": checkpoint_sha256, "id": set_identity(id_set),
+                "ood": {k: None if v is None else set_identity(v) for k, v in ood_sets.items()}}
+    if detector_inputs:
+        identity["detector_inputs"] = dict(sorted(detector_inputs.items()))
+    return identity
 
 
 def inputs_id(identity: dict) -> str:
