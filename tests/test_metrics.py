@@ -241,3 +241,23 @@ def test_bootstrap_std_shrinks_with_n():
     big = bootstrap_metrics(rng.normal(1, 1, 4000), rng.normal(0, 1, 4000), n_boot=200)
     for k in ("auroc", "fpr95", "detection_error"):  # ~ 1/sqrt(n): 40x data -> ~6x smaller std
         assert big[k][0] < small[k][0] / 3, k
+
+
+def test_paired_bootstrap_delta_interval_and_p():
+    from oodbench.metrics import bootstrap_metrics, compute_all, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    ids, oods = rng.normal(1.0, 1.0, 800), rng.normal(0.0, 1.0, 900)
+    same = paired_bootstrap((ids, oods), (ids, oods), n_boot=200)
+    assert same["auroc"] == {"delta": 0.0, "lo": 0.0, "hi": 0.0, "p": 1.0}
+    better = paired_bootstrap((ids + 0.3, oods), (ids, oods), n_boot=200)
+    want = compute_all(ids + 0.3, oods)["auroc"] - compute_all(ids, oods)["auroc"]
+    assert better["auroc"]["delta"] == pytest.approx(want) and better["auroc"]["lo"] > 0
+    assert better["auroc"]["p"] == pytest.approx(2 / 201)  # no resample on the far side of 0: the smallest p
+    assert better["fpr95"]["delta"] < 0 and better["fpr95"]["hi"] < 0
+    # pairing: a near-copy differs by far less than either AUROC's own bootstrap σ, and the interval shows it
+    near = paired_bootstrap((ids + rng.normal(0, 0.05, 800), oods), (ids, oods), n_boot=200)["auroc"]
+    sigma = bootstrap_metrics(ids, oods, n_boot=200)["auroc"][0]
+    assert near["hi"] - near["lo"] < sigma and near["lo"] <= near["delta"] <= near["hi"]
+    with pytest.raises(OodbenchError, match="paired comparison needs the same images: 800\\+900 vs 799\\+900"):
+        paired_bootstrap((ids, oods), (ids[:-1], oods))

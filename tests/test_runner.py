@@ -76,6 +76,18 @@ def test_sweep_records_a_failing_cell_and_goes_on(run_cli):
     assert proc.stdout.count("ood_dataset") == 1  # the good cell printed its table
 
 
+def test_sweep_summary_prints_paired_intervals_also_for_served_cells(run_cli, tmp_path):
+    args = ("-m", "detector=energy,msp", "ood=[gaussian,uniform]", "result_set=unit", *SMALL)
+    for attempt in ("computed", "served from the store"):
+        proc = run_cli(*args, results=tmp_path)
+        assert proc.returncode == 0, (attempt, proc.stderr[-2000:])
+        assert "## Paired comparisons against the best cell of each OOD set" in proc.stdout, attempt
+        table = [ln for ln in proc.stdout.splitlines() if ln.startswith("| gaussian |") or ln.startswith("| uniform |")]
+        assert len(table) == 2 and all("[" in ln and "]" in ln for ln in table), (attempt, table)
+        assert "Not paired" not in proc.stdout, attempt
+    assert proc.stdout.count("stored result, nothing recomputed") == 2
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

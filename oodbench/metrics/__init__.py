@@ -3,7 +3,7 @@
 Scores are higher = more in-distribution; ID is the positive class unless a name says ``oodpos``.
 """
 
-from oodbench.metrics.bootstrap import bootstrap_metrics, bootstrap_replicates
+from oodbench.metrics.bootstrap import bootstrap_metrics, bootstrap_replicates, paired_bootstrap
 from oodbench.metrics.core import (
     METRIC_KEYS,
     aupr_in,
@@ -32,6 +32,7 @@ __all__ = [
     "auroc",
     "bootstrap_metrics",
     "bootstrap_replicates",
+    "paired_bootstrap",
     "check_scores",
     "compute_all",
     "compute_all_odin",

@@ -8,6 +8,7 @@ from what it consumes → metrics (+ bootstrap noise) → rows written atomicall
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from oodbench.runner.fit import check_validation_split, fit_detector, fit_for_se
 from oodbench.runner.provenance import environment, stable_hash, write_csv
 from oodbench.runner.scoring import score_set
 from oodbench.runner.session import Session
-from oodbench.runner.store import identity_columns, inputs_identity, load_stored, result_path
+from oodbench.runner.store import identity_columns, inputs_id, inputs_identity, load_stored, result_path, scores_path
 
 log = logging.getLogger("oodbench")
 
@@ -123,6 +124,9 @@ def run(cfg: DictConfig) -> tuple[pd.DataFrame, bool]:
     if not cfg.rerun and "+dirty" not in stored.name:
         previous = load_stored(stored, list(cfg.ood), identity)
         if previous is not None:
+            kept = scores_path(cfg, inputs_id(identity))
+            if kept.is_file():  # the per-image scores too (paired comparisons in a sweep summary read them)
+                shutil.copyfile(kept, Path.cwd() / "scores.npz")
             return previous, True
     if not fulls:
         raise OodbenchError("no OOD set could be evaluated: " + " | ".join(missing.values()))
@@ -199,8 +203,11 @@ def _store(cfg: DictConfig, df: pd.DataFrame, scores: dict[str, np.ndarray]) -> 
     """Rows + scores in the job's dir, and the rows in the result store (what resume and tables read)."""
     out = Path.cwd()
     write_csv(df, out / "metrics.csv")
+    kept = scores_path(cfg, str(df.inputs_id.iloc[0]))
     try:
         atomic_savez(out / "scores.npz", **scores)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        atomic_savez(kept, **scores)
     except OSError as err:
         raise write_failure(err, out, "the scores") from None
     write_csv(df, result_path(cfg))

@@ -34,6 +34,12 @@ def result_path(cfg: DictConfig) -> Path:
     return resolve("cache", cfg.paths.get("cache")) / "runs" / f"{cfg.run_name}-{git_commit()[:12]}.csv"
 
 
+def scores_path(cfg: DictConfig, inputs_key: str) -> Path:
+    """Where a cell's per-image scores are kept (the cache dir: not committed, too large), named by its run and
+    inputs, so a cell served from the store still has its scores for paired comparisons."""
+    return resolve("cache", cfg.paths.get("cache")) / "scores" / f"{cfg.run_name}-{inputs_key}.npz"
+
+
 def set_identity(data: ImageSet) -> dict[str, Any]:
     return {"content": data.content_id, "indices": data.index_digest(), "n": len(data)}
 

@@ -12,14 +12,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from oodbench.metrics import paired_bootstrap
 from oodbench.runner.provenance import write_csv
 
 log = logging.getLogger("oodbench")
 SHOWN = ["fpr95", "auroc"]
+PAIRED_BOOT = 1000
 
 
 def summarize(sweep_dir: Path) -> pd.DataFrame | None:
@@ -37,10 +40,61 @@ def summarize(sweep_dir: Path) -> pd.DataFrame | None:
             table = ok.pivot_table(index="setting", columns="ood_dataset", values=metric, sort=True) * 100
             table["mean"] = table.mean(axis=1)
             lines += [f"## {metric} (%)", "", *_markdown(table), ""]
+        lines += paired_section(sweep_dir, ok)
     for r in df[df.status == "failed"].itertuples():
         lines.append(f"- failed: {r.run_name}: {r.message}")
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
     return df
+
+
+def _same_images_key(row: pd.Series) -> str | None:
+    """Rows whose scores can be paired: same checkpoint, same ID images, same OOD images (from ``inputs``)."""
+    try:
+        ident = json.loads(row.inputs)
+        return json.dumps([ident["checkpoint"], ident["id"], ident["ood"][row.ood_dataset]], sort_keys=True)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def paired_section(sweep_dir: Path, ok: pd.DataFrame) -> list[str]:
+    """Per OOD set, the best cell by AUROC against every other cell scored on the same images: ΔAUROC and ΔFPR95
+    (other − best, points) with 95 % paired-bootstrap intervals and p-values (:func:`paired_bootstrap`)."""
+    if "inputs" not in ok.columns or ok.run_name.nunique() < 2:
+        return []
+    scores = {}
+    for f in sweep_dir.glob("*/scores.npz"):
+        rows = pd.read_csv(f.with_name("metrics.csv")) if f.with_name("metrics.csv").is_file() else None
+        if rows is not None and len(rows):
+            scores[str(rows.run_name.iloc[0])] = f
+    several_ckpts = ok.checkpoint.nunique() > 1
+    label = (lambda r: f"{r.checkpoint} {r.setting}") if several_ckpts else (lambda r: r.setting)
+    out, missing = [], sorted(set(ok.run_name) - set(scores))
+    for (ood, _key), group in ok.assign(key=ok.apply(_same_images_key, axis=1)).groupby(["ood_dataset", "key"]):
+        group = group[group.run_name.isin(scores)].sort_values("auroc", ascending=False)
+        if len(group) < 2:
+            continue
+        best = group.iloc[0]
+        with np.load(scores[best.run_name]) as z:
+            ref = (z[f"id__{ood}"], z[f"ood__{ood}"])
+        for r in group.iloc[1:].itertuples():
+            with np.load(scores[r.run_name]) as z:
+                d = paired_bootstrap((z[f"id__{ood}"], z[f"ood__{ood}"]), ref, n_boot=PAIRED_BOOT)
+            a, f = d["auroc"], d["fpr95"]
+            tied = "tied (p ≥ 0.05)" if a["p"] >= 0.05 else "worse"
+            out.append(f"| {ood} | {label(best)} | {label(r)} | {100 * a['delta']:+.2f} [{100 * a['lo']:+.2f}, "
+                       f"{100 * a['hi']:+.2f}] | {a['p']:.3f} | {100 * f['delta']:+.2f} [{100 * f['lo']:+.2f}, "
+                       f"{100 * f['hi']:+.2f}] | {f['p']:.3f} | {tied} |")
+    if not out:
+        return []
+    lines = ["## Paired comparisons against the best cell of each OOD set", "",
+             f"Same images for both cells; {PAIRED_BOOT} paired bootstrap resamples (ID and OOD images resampled "
+             "identically for both); Δ = other − best, in points, with the 95 % interval; AUROC decides *best*, "
+             "and *tied* = the AUROC difference is not significant (p ≥ 0.05).", "",
+             "| OOD | best | other | ΔAUROC [95 % CI] | p | ΔFPR95 [95 % CI] | p | AUROC vs best |",
+             "|---|---|---|---|---|---|---|---|", *out, ""]
+    if missing:
+        lines += [f"Not paired (no per-image scores kept; rerun=true recomputes them): {', '.join(missing)}", ""]
+    return lines
 
 
 def _short(params: Any) -> str:
@@ -65,6 +119,9 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         df = summarize(sweep_dir)
         if df is not None:
+            text = (sweep_dir / "summary.md").read_text()
+            paired = text[text.find("## Paired comparisons"):] if "## Paired comparisons" in text else ""
+            print(paired.split("\n- failed:")[0].rstrip() + "\n" if paired else "", end="")
             print(f"sweep summary: {sweep_dir / 'summary.md'} ({len(df)} rows)")
         failed = sorted(sweep_dir.glob("*/failed.csv"))
         if failed:  # every other cell has finished: now the sweep as a whole fails
