@@ -10,6 +10,8 @@ of those cells (:mod:`oodbench.tables.cells`) and renders the page from *blocks*
   flag, ``not run: <reason>``; optional ``mean_over`` aggregation (e.g. Energy Table 1's mean over OOD sets);
 - ``grid``: our numbers only, (checkpoint, detector) × OOD set, the best of each column in bold;
 - ``stored_rows``: the stored rows themselves, grouped by how each checkpoint was made (declared in the spec);
+- ``versus``: each detector against a reference detector on the same images: on how many sets it is better (and by
+  more than 2σ), and its mean Δ — counts a page's prose can cite;
 - ``python``: the escape hatch, ``hook: module:function`` (``function(block, ctx) -> (records, lines)``), for a
   genuinely new aggregation; named in the spec.
 """
@@ -263,6 +265,44 @@ def stored_rows_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], 
     return runs.drop(columns=["order", "train_method"]).to_dict("records"), lines
 
 
+def versus_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[str]]:
+    """Each of ``detectors`` against ``reference`` on the same checkpoint and images, per ``checkpoints``: on how
+    many of ``sets`` it is better (``metric``), on how many by more than 2σ of the difference (σ² = the two rows'
+    bootstrap variances: conservative, the two scores share their images), and its mean Δ over those sets — so a
+    page's sentence like "p = 99 beats energy on every natural-image set" is counted from the stored rows."""
+    metric, ref, sets = block["metric"], block["reference"], list(block["sets"])
+    lower = bool(block.get("lower_is_better"))
+    dets = block["detectors"]
+    dets = dets if isinstance(dets, dict) else {d: d for d in dets}
+    long, table = [], []
+    for ckpt in block["checkpoints"]:
+        for det, label in dets.items():
+            diffs, sig = [], 0
+            for s in sets:
+                a = layout.find(ctx.rows, checkpoint=ckpt, detector=det, ood_dataset=s)
+                b = layout.find(ctx.rows, checkpoint=ckpt, detector=ref, ood_dataset=s)
+                (va, sa), (vb, sb) = layout.ours_pct(a, metric), layout.ours_pct(b, metric)
+                if va is None or vb is None:
+                    continue
+                d = (vb - va) if lower else (va - vb)  # > 0: better than the reference
+                diffs.append(d)
+                sig += d > 2 * math.hypot(sa or 0.0, sb or 0.0)
+            done = len(diffs) == len(sets)
+            better = sum(d > 0 for d in diffs)
+            long.append({"checkpoint": ckpt, "detector": det, "reference": ref, "metric": metric,
+                         "status": "ok" if done else ctx.missing, "better": better if done else None,
+                         "better_2sigma": sig if done else None, "n_sets": len(sets),
+                         "mean_delta": sum(diffs) / len(diffs) if done else None})
+            table.append([f"`{ckpt}`", label,
+                          *((f"{better} of {len(sets)}", f"{sig} of {len(sets)}", f"{sum(diffs) / len(diffs):+.1f}")
+                            if done else ("—", "—", "—")), "ok" if done else ctx.missing])
+    head = block.get("heading", f"### Against {ref}: {metric}")
+    sets_text = ", ".join(names.OOD_LABELS.get(s, s) for s in sets)
+    lines = ["", head, "", block.get("intro", f"Over {sets_text}; Δ = better than {ref} in points."), "",
+             *layout.md_table(["Checkpoint", "Detector", f"better than {ref}", "by > 2σ", "mean Δ", "Status"], table)]
+    return long, lines
+
+
 def python_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[str]]:
     """The escape hatch: ``hook: package.module:function`` renders a genuinely new aggregation."""
     module, _, func = str(block["hook"]).partition(":")
@@ -270,7 +310,8 @@ def python_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[
 
 
 BLOCKS: dict[str, Callable[[dict[str, Any], Context], tuple[list[dict], list[str]]]] = {
-    "compare": compare_block, "grid": grid_block, "stored_rows": stored_rows_block, "python": python_block}
+    "compare": compare_block, "grid": grid_block, "stored_rows": stored_rows_block, "versus": versus_block,
+    "python": python_block}
 
 
 # ---------------------------------------------------------------------------------------------- the page
