@@ -17,7 +17,7 @@ from oodbench.runner.session import Session
 log = logging.getLogger("oodbench")
 
 
-def _train_split(s: Session) -> ImageSet:
+def train_split(s: Session) -> ImageSet:
     try:
         train = s.load_set(s.cfg.id, f"ID train set {s.cfg.id.name}", split="train")
     except DataNotAvailable as err:
@@ -30,7 +30,7 @@ def _train_split(s: Session) -> ImageSet:
 def fit_detector(det: Detector, s: Session) -> None:
     """Extract (cached) features of the ID training split and call ``det.fit``. A detector tuned per OOD set under
     ``protocol.id_val=train_tail`` fits on the split minus its last ``val_n`` images, its ID validation split."""
-    train = _train_split(s)
+    train = train_split(s)
     p = s.cfg.protocol
     if det.tunes_per_set and p.get("id_val") == "train_tail":
         n_val = int(p.get("val_n") or 0)
