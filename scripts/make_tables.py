@@ -2,7 +2,8 @@
 
 Each ``configs/paper/<name>.yaml`` is rendered by one engine (``oodbench/tables/engine.py``) into
 ``<results>/tables/<name>.md``, ``.csv`` and ``.tex``; running it twice gives byte-identical files. ``<results>`` is
-``--results``, else ``$OODBENCH_RESULTS``, else ``results/``. A page whose published-numbers CSV is missing is
+``--results``, else ``$OODBENCH_RESULTS``, else ``results/``; the counts block of ``<results>/README.md`` is
+rewritten from the pages (all pages only, not with ``--only``). A page whose published-numbers CSV is missing is
 skipped with a note; an unreadable stored row file stops with one line naming it (exit 2).
 """
 
@@ -18,7 +19,7 @@ from oodbench.cli import fail  # noqa: E402
 from oodbench.errors import OodbenchError  # noqa: E402
 from oodbench.paths import resolve  # noqa: E402
 from oodbench.runner.provenance import write_csv  # noqa: E402
-from oodbench.tables import engine, layout  # noqa: E402
+from oodbench.tables import engine, index, layout  # noqa: E402
 from oodbench.tables.cells import CONFIG_DIR, CorruptRows  # noqa: E402
 
 
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"no paper spec {', '.join(unknown)} in {args.configs / 'paper'}; choose from: {', '.join(specs)}")
     results = resolve("results", args.results)
     out = results / "tables"
+    pages = {}
     for name in specs:
         if args.only and name not in args.only:
             continue
@@ -64,6 +66,15 @@ def main(argv: list[str] | None = None) -> None:
         except (OSError, OodbenchError) as err:
             fail(f"cannot write {out}: {err}")
         print(f"wrote {out / name}.md ({len(df)} cells)")
+        pages[name] = (spec, df)
+    if not args.only:  # the counts of results/README.md, from the pages just written
+        readme = results / "README.md"
+        text = readme.read_text() if readme.is_file() else "# Results\n"
+        try:
+            readme.write_text(index.replace_block(text, index.index_lines(pages)))
+        except OSError as err:
+            fail(f"cannot write {readme}: {err}")
+        print(f"wrote the counts of {readme}")
 
 
 if __name__ == "__main__":

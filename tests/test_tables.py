@@ -4,11 +4,13 @@ rows, Energy Table 1's mean over sets, declared training methods, determinism, L
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from oodbench.paths import REPO_ROOT
 from oodbench.tables import engine, layout
 from oodbench.tables.compare import cell
 
@@ -151,3 +153,16 @@ def test_markdown_to_latex() -> None:
     tex = layout.markdown_to_latex(md)
     assert r"\begin{tabular}{ll}" in tex and r"% a\_b" in tex
     assert r"1.0 / 2.0 (-1.0)$^\dagger$ & \textbf{50 \%} \\" in tex
+
+
+def test_results_readme_counts_are_recounted_from_the_stored_pages() -> None:
+    """Every count on results/README.md is the generated block, and that block is what the committed pages give."""
+    from oodbench.tables import index
+
+    tables = REPO_ROOT / "results" / "tables"
+    pages = {n: (engine.load_spec(n), pd.read_csv(tables / f"{n}.csv")) for n in engine.spec_names()
+             if (tables / f"{n}.csv").is_file()}
+    text = (REPO_ROOT / "results" / "README.md").read_text()
+    assert "\n".join(index.index_lines(pages)) in text
+    prose = text[: text.index(index.BEGIN)]
+    assert not re.search(r"\b\d+ of \d+\b", prose), "a hand-typed count outside the generated block"
