@@ -23,5 +23,5 @@ PAPERS ?= $(basename $(notdir $(wildcard configs/paper/*.yaml)))
 reproduce:        ## run every paper spec's cells (resumable, shared cache; cells that cannot run here say why)
 	for p in $(PAPERS); do $(PYTHON) run.py +paper=$$p || exit 1; done
 
-bench:            ## results/bench.md: one cached pass vs per-detector passes (CPU, ~3.5 min measured)
+bench:            ## results/bench.md: vs pytorch-ood (pip install '.[bench]'), grids, extraction, growth (~10 min, 2 CPUs)
 	$(PYTHON) scripts/bench.py

@@ -47,24 +47,21 @@ def _best(fn: Callable[[], torch.Tensor], other: Callable[[], torch.Tensor], rep
     return min(times[0]), min(times[1]), diff
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=64, help="CIFAR-10 test images (validation-grid stand-in)")
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench_grid.md")
-    args = ap.parse_args()
+def measure(n: int = 64, repeats: int = 2, n_fit: int = 1000) -> tuple[list[str], str]:
+    """Time the ODIN and Mahalanobis grids naive vs shared on ``n`` CIFAR-10 test images (Mahalanobis fitted on
+    ``n_fit`` training images); return the markdown table rows and the checkpoint name."""
     model, ckpt = load_classifier("odin_densenet10", resolve("weights"))
     model.eval()
     kw = {"data_dir": str(resolve("data")), "subset": "cifar10/cifar10-exact-subset.npz"}
     test, train = load_cifar("cifar10", split="test", **kw), load_cifar("cifar10", split="train", **kw)
-    x = torch.cat(list(test.select(np.arange(args.n)).batches(args.n)))
+    x = torch.cat(list(test.select(np.arange(n)).batches(n)))
 
     odin = TunedODIN()
     naive_odin = lambda: torch.stack([torch.stack([ODIN(t, e).score_batch(model, x)  # noqa: E731
                                                    for e in odin.epsilons]) for t in odin.temperatures])
-    shared_odin = lambda: odin.grid(model, test.select(np.arange(args.n)), torch.device("cpu"), args.n)  # noqa: E731
+    shared_odin = lambda: odin.grid(model, test.select(np.arange(n)), torch.device("cpu"), n)  # noqa: E731
     maha = TunedMahalanobis()
-    fit = train.select(np.arange(1000))
+    fit = train.select(np.arange(n_fit))
     maha.fit(FitData(None, None, None, None, "bench", images=fit, model=model, batch_size=100))  # type: ignore[arg-type]
     naive_maha = lambda: torch.stack([maha._layer_grid(model, x, [e])[0] for e in maha.noises])  # noqa: E731
     shared_maha = lambda: maha._layer_grid(model, x, maha.noises)  # noqa: E731
@@ -72,23 +69,37 @@ def main() -> None:
     rows = []
     for name, points, naive, shared in (("ODIN (T, ε)", "4 T × 11 ε = 44", naive_odin, shared_odin),
                                         ("Mahalanobis noise", "7 ε × 4 layers", naive_maha, shared_maha)):
-        t_naive, t_shared, diff = _best(naive, shared, args.repeats)
+        t_naive, t_shared, diff = _best(naive, shared, repeats)
         rows.append(f"| {name} | {points} | {t_naive:.1f} | {t_shared:.1f} | {t_naive / t_shared:.1f}× | {diff:.1e} |")
         print(rows[-1], flush=True)
+    return rows, f"{ckpt['name']} (sha256 {ckpt['sha256'][:12]})"
+
+
+TABLE_HEAD = ["| grid | points | naive (s) | shared (s) | speedup | max abs score difference |",
+              "|---|---|---|---|---|---|"]
+EXPLAIN = ("Naive: one backward + one forward per grid point (ODIN) or per (noise, layer) (Mahalanobis). Shared: the "
+           "gradient sign at x does not depend on ε, so one backward per temperature / layer serves the whole ε grid "
+           "(`oodbench/detectors/gradient_grid.py`); `odin_tuned` and `mahalanobis_tuned` always take this path.")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=64, help="CIFAR-10 test images (validation-grid stand-in)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench_grid.md")
+    args = ap.parse_args()
+    rows, ckpt = measure(args.n, args.repeats)
     lines = [
         "# Perturbation grids: naive vs shared gradient sign (CPU)",
         "",
-        f"`python scripts/bench_grid.py --n {args.n}` — {ckpt['name']} (sha256 {ckpt['sha256'][:12]}), {args.n} "
+        f"`python scripts/bench_grid.py --n {args.n}` — {ckpt}, {args.n} "
         f"CIFAR-10 test images, {torch.get_num_threads()} threads, best of {args.repeats} alternating runs, "
         f"torch {torch.__version__}, git {git_commit()}.",
         "",
-        "| grid | points | naive (s) | shared (s) | speedup | max abs score difference |",
-        "|---|---|---|---|---|---|",
+        *TABLE_HEAD,
         *rows,
         "",
-        "Naive: one backward + one forward per grid point (ODIN) or per (noise, layer) (Mahalanobis). Shared: the "
-        "gradient sign at x does not depend on ε, so one backward per temperature / layer serves the whole ε grid "
-        "(`oodbench/detectors/gradient_grid.py`); `odin_tuned` and `mahalanobis_tuned` always take this path.",
+        EXPLAIN,
     ]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

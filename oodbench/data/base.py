@@ -60,7 +60,11 @@ class ImageSet:
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Yield float32 NCHW tensors in [0, 1] (normalization belongs to the model's checkpoint)."""
         for start in range(0, len(self), batch_size):
-            yield to_tensor(self.images[start : start + batch_size])
+            yield self.batch(start, batch_size)
+
+    def batch(self, start: int, batch_size: int) -> torch.Tensor:
+        """The batch of :meth:`batches` that begins at image ``start`` (what a DataLoader worker decodes)."""
+        return to_tensor(self.images[start : start + batch_size])
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from oodbench.data.base import ImageSet
+from oodbench.data.lazy import LazyImages, default_threads
 
 
 @dataclass
@@ -80,28 +81,69 @@ def numeric_mode() -> dict[str, object]:
     return {"tf32_matmul": bool(matmul), "tf32_cudnn": bool(conv), "amp_dtype": "none"}  # extraction runs fp32
 
 
+class _Batches(torch.utils.data.Dataset):
+    """Batch ``i`` of ``data.batches(batch_size)`` as item ``i``: a DataLoader over it (``batch_size=None``,
+    sequential sampler) yields exactly the tensors of ``data.batches``, in the same order, whatever the workers."""
+
+    def __init__(self, data: ImageSet, batch_size: int) -> None:
+        self.data, self.batch_size = data, batch_size
+
+    def __len__(self) -> int:
+        return (len(self.data) + self.batch_size - 1) // self.batch_size
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.data.batch(i * self.batch_size, self.batch_size)
+
+
+def resolve_workers(num_workers: int | str, data: ImageSet) -> int:
+    """``auto`` → decode workers for sets decoded on the fly (image folders: :class:`LazyImages`), at most 4 and
+    no more than the CPUs; 0 (the main process) for in-memory pixel arrays, where there is nothing to overlap."""
+    if num_workers == "auto":
+        return min(4, default_threads()) if isinstance(data.images, LazyImages) else 0
+    n = int(num_workers)
+    if n < 0:
+        raise ValueError(f"num_workers must be >= 0 or 'auto', got {num_workers!r}")
+    return n
+
+
+def iter_batches(data: ImageSet, batch_size: int, num_workers: int | str = 0, pin_memory: bool = False):
+    """``data.batches(batch_size)``; with workers, decoded in DataLoader worker processes while the caller runs the
+    forward on the previous batches (same tensors, same order: :class:`_Batches`)."""
+    n_batches = (len(data) + batch_size - 1) // batch_size
+    workers = min(resolve_workers(num_workers, data), n_batches)
+    if workers == 0 or n_batches == 1:  # a single batch has nothing to overlap with
+        yield from data.batches(batch_size)
+        return
+    yield from torch.utils.data.DataLoader(_Batches(data, batch_size), batch_size=None, shuffle=False,
+                                           num_workers=workers, pin_memory=pin_memory)
+
+
 def map_batches(
     data: ImageSet, fn: Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
-    device: torch.device, batch_size: int, desc: str,
+    device: torch.device, batch_size: int, desc: str, num_workers: int | str = 0,
 ) -> list:
-    """Apply ``fn`` to every batch on ``device``; return the per-batch outputs moved to the CPU."""
+    """Apply ``fn`` to every batch on ``device``; return the per-batch outputs moved to the CPU. ``num_workers``:
+    DataLoader decode workers (:func:`iter_batches`); 0 decodes in this process."""
     out = []
     total = (len(data) + batch_size - 1) // batch_size
-    for x in tqdm(data.batches(batch_size), total=total, desc=desc, leave=False, disable=None):
+    batches = iter_batches(data, batch_size, num_workers, pin_memory=device.type == "cuda")
+    for x in tqdm(batches, total=total, desc=desc, leave=False, disable=None):
         y = fn(x.to(device, non_blocking=True))
         out.append(tuple(t.float().cpu() for t in y) if isinstance(y, tuple) else y.float().cpu())
     return out
 
 
 @torch.no_grad()
-def extract(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 128) -> Representations:
-    """Penultimate features and logits (``head(features)``) in one pass."""
+def extract(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 128,
+            num_workers: int | str = 0) -> Representations:
+    """Penultimate features and logits (``head(features)``) in one pass; ``num_workers`` decode workers
+    (:func:`iter_batches`) overlap decoding with the forward and never change a number."""
 
     def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = model.features(x)
         return model.head(feats), feats
 
-    parts = map_batches(data, step, device, batch_size, desc=f"forward {data.name}")
+    parts = map_batches(data, step, device, batch_size, desc=f"forward {data.name}", num_workers=num_workers)
     return Representations(
         logits=torch.cat([p[0] for p in parts]), features=torch.cat([p[1] for p in parts])
     )

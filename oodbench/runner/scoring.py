@@ -21,6 +21,7 @@ class ScoringContext:
     model: nn.Module
     device: torch.device
     batch_size: int
+    num_workers: int | str = 0  # DataLoader decode workers for detectors that run the network (runner.forward)
 
 
 def _from_logits(det: Detector, reps: Representations, data: ImageSet, ctx: ScoringContext) -> torch.Tensor:
@@ -32,7 +33,8 @@ def _from_features(det: Detector, reps: Representations, data: ImageSet, ctx: Sc
 
 
 def _from_model(det: Detector, reps: Representations, data: ImageSet, ctx: ScoringContext) -> torch.Tensor:
-    parts = map_batches(data, partial(det.score_batch, ctx.model), ctx.device, ctx.batch_size, f"{det} {data.name}")
+    parts = map_batches(data, partial(det.score_batch, ctx.model), ctx.device, ctx.batch_size, f"{det} {data.name}",
+                        ctx.num_workers)
     return torch.cat(parts)
 
 

@@ -29,7 +29,8 @@ class Session:
         self.model, self.checkpoint = load_model(cfg.arch, self.paths["weights"], self.device)
         self.reference = checkpoint_reference(cfg.arch, self.checkpoint["name"], self.paths["weights"])
         self.cache = RepresentationCache(self.paths["cache"], enabled=cfg.cache)
-        self.ctx = ScoringContext(self.model, self.device, cfg.batch_size)
+        self.num_workers = cfg.get("num_workers", "auto")
+        self.ctx = ScoringContext(self.model, self.device, cfg.batch_size, self.num_workers)
         self.id_val: ImageSet | None = None  # ID test images a protocol holds out for per-set tuning
 
     def load_set(self, node: DictConfig, what: str, **overrides: Any) -> ImageSet:
@@ -48,7 +49,7 @@ class Session:
 
     def _extract(self, data: ImageSet) -> Representations:
         """One forward pass; non-finite outputs are an error (and never cached), not a silently wrong score."""
-        reps = extract(self.model, data, self.device, self.cfg.batch_size)
+        reps = extract(self.model, data, self.device, self.cfg.batch_size, self.num_workers)
         bad = int((~torch.isfinite(reps.logits)).any(1).sum() + (~torch.isfinite(reps.features)).any(1).sum())
         if bad:
             raise OodbenchError(f"the network produced non-finite logits or features on {bad} images of {data.name}; "
