@@ -166,3 +166,22 @@ def test_results_readme_counts_are_recounted_from_the_stored_pages() -> None:
     assert "\n".join(index.index_lines(pages)) in text
     prose = text[: text.index(index.BEGIN)]
     assert not re.search(r"\b\d+ of \d+\b", prose), "a hand-typed count outside the generated block"
+
+
+def test_page_sentences_match_the_stored_rows() -> None:
+    """Sentences of the notes files that state a result, recounted from the committed pages' CSVs."""
+    tables = REPO_ROOT / "results" / "tables"
+    # posthoc_cifar.md: ReAct (p = 90) below energy on every natural-image set on both CIFAR-10 checkpoints and
+    # above it on every one on both CIFAR-100 checkpoints
+    vs = pd.read_csv(tables / "posthoc_cifar.csv")
+    react = vs[(vs.get("reference") == "energy") & (vs.detector == "react")].set_index("checkpoint")
+    assert react.loc[["odin_densenet10", "dice_densenet_cifar10"], "better"].tolist() == [0, 0]
+    assert react.loc[["odin_densenet100", "dice_densenet_cifar100"], "better"].tolist() == [4, 4]
+    # mahalanobis_table2.md: the CIFAR-100 Mahalanobis cells are within noise; the † cells are CIFAR-100 vs LSUN
+    # (resize), Baseline and ODIN
+    t2 = pd.read_csv(tables / "mahalanobis_table2.csv")
+    ok = t2[t2.status == "ok"]
+    assert len(ok) == 36 and ok[(ok.id == "cifar100") & (ok.method == "Mahalanobis")].flag.isna().all()
+    flagged = ok[ok.flag.notna()]
+    assert set(zip(flagged.id, flagged.ood)) == {("cifar100", "lsun_resize")}
+    assert set(flagged.method) == {"Baseline (MSP)", "ODIN"}
