@@ -194,3 +194,30 @@ def test_folder_ood_set_bad_image_exits_2_with_one_line(run_cli, tmp_path):
     proc = run_cli(*args, "ood.folder.on_bad_image=skip", results=tmp_path / "res")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "folder      6" in proc.stdout or " 6 " in proc.stdout
+
+
+def test_archive_decoder_option(tmp_path):
+    """decoder=libjpeg<v> decodes the archive's JPEGs with that IJG build: 6b is Pillow's libjpeg-turbo bit for
+    bit; 9b upsamples 4:2:0 chroma otherwise; the default keeps the content id of every stored row."""
+    pytest.importorskip("jpeglib", reason="optional extra: pip install -e .[jpeg]")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src" / "set"
+    src.mkdir(parents=True)
+    for i in range(6):  # smooth colour gradients with noise, saved as q75 4:2:0 JPEGs like ODIN's sets
+        base = np.linspace(0, 255, 32)[None, :, None] * rng.uniform(0.3, 1, (1, 1, 3))
+        img = np.clip(base + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(src / f"{i}.jpg", quality=75, subsampling=2)
+    archive = tmp_path / "set.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="set")
+    kw = dict(data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), member_glob="set/*")
+    pil = load_archive_set("toy", archive.name, **kw)
+    v6 = load_archive_set("toy", archive.name, decoder="libjpeg6b", **kw)
+    v9 = load_archive_set("toy", archive.name, decoder="libjpeg9b", **kw)
+    assert np.array_equal(pil.images, v6.images) and not np.array_equal(pil.images, v9.images)
+    assert pil.content_id.endswith(":None") and v9.content_id.endswith(":None:libjpeg9b")
+    assert "decoded with libjpeg9b" in v9.source
+    with pytest.raises(OodbenchError, match="unknown decoder 'libjpeg99'; use pillow or libjpeg<v>"):
+        load_archive_set("toy", archive.name, decoder="libjpeg99", **kw)
