@@ -86,6 +86,12 @@ def test_tin_crop_is_seeded_crops_of_the_test_images(shared_data, tmp_path):
     assert a.images.shape == (10000, 32, 32, 3) and "approximates ODIN" in a.source
     b = load_tin_crop("tin_crop", seed=1, **kw)
     assert not np.array_equal(a.images, b.images) and a.content_id != b.content_id
+    q = load_tin_crop("tin_crop", seed=0, jpeg_quality=75, **kw)  # ODIN's other sets: 32x32 q75 4:2:0 JPEGs
+    diff = np.abs(q.images.astype(int) - a.images.astype(int))
+    assert q.content_id == a.content_id + ":jpeg75" and "stored as JPEG q75" in q.source
+    assert 0 < diff.mean() < 10 and diff.max() > 0  # the same crops, with JPEG artefacts
+    with pytest.raises(OodbenchError, match="jpeg_quality must be in 1..100"):
+        load_tin_crop("tin_crop", seed=0, jpeg_quality=0, **kw)
 
 
 def test_protocol_subset_is_deterministic_and_recorded():

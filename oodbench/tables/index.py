@@ -42,7 +42,8 @@ def _short(status: str) -> str:
 
 def index_lines(pages: dict[str, tuple[dict[str, Any], pd.DataFrame]]) -> list[str]:
     """The generated block: one table row per page with published numbers, the totals, the reasons."""
-    counts = {name: page_counts(spec, df) for name, (spec, df) in pages.items()}
+    experiments = [name for name, (spec, _) in pages.items() if spec.get("experiment")]
+    counts = {name: page_counts(spec, df) for name, (spec, df) in pages.items() if name not in experiments}
     counts = {k: v for k, v in counts.items() if v["rows"]}
     head = ["Page", "Published rows", "Run", "Not run", "Not mapped", "Cells compared", "Within noise (2σ)"]
     lines = [BEGIN, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -57,6 +58,9 @@ def index_lines(pages: dict[str, tuple[dict[str, Any], pd.DataFrame]]) -> list[s
     for name, c in counts.items():
         if c["reasons"]:
             lines.append(f"- {name}: " + "; ".join(f"{n} × {s}" for n, s in c["reasons"]))
+    if experiments:
+        lines += ["", "Experiments on published cells (other decodings or storage of the same images; not in the "
+                  "totals above): " + ", ".join(f"[{n}](tables/{n}.md)" for n in experiments) + "."]
     return [*lines, "", END]
 
 
