@@ -180,4 +180,6 @@ def test_energy_protocol_averages_seeded_draws():
     picks = [oods[draw.choice(5000, size=200, replace=False)] for _ in range(3)]
     assert got["auroc"] == pytest.approx(np.mean([compute_all(ids, o)["auroc"] for o in picks]))
     assert got["fpr95"] == pytest.approx(np.mean([fpr_at_tpr(ids, o, rule="nearest") for o in picks]))
+    assert got["auroc_draw_std"] == pytest.approx(np.std([compute_all(ids, o)["auroc"] for o in picks], ddof=1))
+    assert got["fpr95_draw_std"] == pytest.approx(np.std([fpr_at_tpr(ids, o, rule="nearest") for o in picks], ddof=1))
     assert got == _mean_over_draws(ids, oods, partial(compute_all), draws=3, size=200, seed=7)

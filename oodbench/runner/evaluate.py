@@ -49,7 +49,8 @@ def _mean_over_draws(
     id_scores: np.ndarray, ood_scores: np.ndarray, metric_fn: Any, draws: int, size: int, seed: int
 ) -> dict[str, Any]:
     """The Energy paper's protocol (Liu et al. 2020, official ``test.py``): every ID image vs ``size`` random
-    OOD images, metrics averaged over ``draws`` seeded draws; FPR95 as its ``fpr_and_fdr_at_recall`` picks it."""
+    OOD images, metrics averaged over ``draws`` seeded draws; FPR95 as its ``fpr_and_fdr_at_recall`` picks it;
+    ``<metric>_draw_std`` = the standard deviation over the draws."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(draws):
@@ -57,4 +58,8 @@ def _mean_over_draws(
         m = metric_fn(id_scores, ood)
         m["fpr95"] = fpr_at_tpr(id_scores, ood, rule="nearest")
         rows.append(m)
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if not isinstance(rows[0][k], bool)}
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if not isinstance(rows[0][k], bool)}
+    # the spread the paper's own protocol implies: the standard deviation over its draws (ddof = 1)
+    out.update({f"{k}_draw_std": float(np.std([r[k] for r in rows], ddof=1)) for k in NOISE_KEYS
+                if k in rows[0] and draws > 1})
+    return out
