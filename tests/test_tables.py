@@ -198,3 +198,17 @@ def test_chance_flags_and_holm() -> None:
     cmp = pd.DataFrame({"delta": [1.0, -4.0, 0.0], "noise": [2.0, 2.0, 0.0]})  # noise = 2σ: Δ = 1σ, −4σ, exact
     p = layout.cell_pvalues(cmp)
     assert p[0] == pytest.approx(0.3173, abs=1e-4) and p[1] == pytest.approx(6.334e-5, rel=1e-3) and p[2] == 1.0
+
+
+def test_react_page_sentences_match_the_stored_rows() -> None:
+    """configs/paper/react_cifar.md's reading of the versus tables, recounted from the page's CSV."""
+    df = pd.read_csv(REPO_ROOT / "results" / "tables" / "react_cifar.csv")
+    vs = df[(df.get("reference") == "energy") & (df.metric == "auroc")].set_index(["checkpoint", "detector"])
+    for ckpt in ("odin_densenet10", "dice_densenet_cifar10"):
+        for p in (90, 95):
+            assert vs.loc[(ckpt, f"react_p{p}"), "better"] == 0 and vs.loc[(ckpt, f"react_p{p}"), "worse_2sigma"] == 4
+        assert vs.loc[(ckpt, "react_p99"), ["better_2sigma", "worse_2sigma"]].tolist() == [0, 0]
+    assert vs.loc[("dice_densenet_cifar10", "react_p99"), "better"] == 4
+    assert vs.loc[("odin_densenet10", "react_p99"), "better"] == 0
+    for ckpt in ("odin_densenet100", "dice_densenet_cifar100"):
+        assert all(vs.loc[(ckpt, f"react_p{p}"), "better"] == 4 for p in (90, 95, 99))

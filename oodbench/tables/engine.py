@@ -267,8 +267,8 @@ def stored_rows_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], 
 
 def versus_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[str]]:
     """Each of ``detectors`` against ``reference`` on the same checkpoint and images, per ``checkpoints``: on how
-    many of ``sets`` it is better (``metric``), on how many by more than 2σ of the difference (σ² = the two rows'
-    bootstrap variances: conservative, the two scores share their images), and its mean Δ over those sets — so a
+    many of ``sets`` it is better (``metric``), on how many better and worse by more than 2σ of the difference (σ² =
+    the two rows' bootstrap variances: conservative, the two scores share their images), and its mean Δ — so a
     page's sentence like "p = 99 beats energy on every natural-image set" is counted from the stored rows."""
     metric, ref, sets = block["metric"], block["reference"], list(block["sets"])
     lower = bool(block.get("lower_is_better"))
@@ -277,7 +277,7 @@ def versus_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[
     long, table = [], []
     for ckpt in block["checkpoints"]:
         for det, label in dets.items():
-            diffs, sig = [], 0
+            diffs, sig, worse = [], 0, 0
             for s in sets:
                 a = layout.find(ctx.rows, checkpoint=ckpt, detector=det, ood_dataset=s)
                 b = layout.find(ctx.rows, checkpoint=ckpt, detector=ref, ood_dataset=s)
@@ -287,19 +287,22 @@ def versus_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[
                 d = (vb - va) if lower else (va - vb)  # > 0: better than the reference
                 diffs.append(d)
                 sig += d > 2 * math.hypot(sa or 0.0, sb or 0.0)
+                worse += -d > 2 * math.hypot(sa or 0.0, sb or 0.0)
             done = len(diffs) == len(sets)
             better = sum(d > 0 for d in diffs)
             long.append({"checkpoint": ckpt, "detector": det, "reference": ref, "metric": metric,
                          "status": "ok" if done else ctx.missing, "better": better if done else None,
-                         "better_2sigma": sig if done else None, "n_sets": len(sets),
+                         "better_2sigma": sig if done else None, "worse_2sigma": worse if done else None,
+                         "n_sets": len(sets),
                          "mean_delta": sum(diffs) / len(diffs) if done else None})
-            table.append([f"`{ckpt}`", label,
-                          *((f"{better} of {len(sets)}", f"{sig} of {len(sets)}", f"{sum(diffs) / len(diffs):+.1f}")
-                            if done else ("—", "—", "—")), "ok" if done else ctx.missing])
+            counts = (f"{better} of {len(sets)}", f"{sig} of {len(sets)}", f"{worse} of {len(sets)}",
+                      f"{sum(diffs) / len(diffs):+.1f}") if done else ("—",) * 4
+            table.append([f"`{ckpt}`", label, *counts, "ok" if done else ctx.missing])
     head = block.get("heading", f"### Against {ref}: {metric}")
     sets_text = ", ".join(names.OOD_LABELS.get(s, s) for s in sets)
     lines = ["", head, "", block.get("intro", f"Over {sets_text}; Δ = better than {ref} in points."), "",
-             *layout.md_table(["Checkpoint", "Detector", f"better than {ref}", "by > 2σ", "mean Δ", "Status"], table)]
+             *layout.md_table(["Checkpoint", "Detector", f"better than {ref}", "better by > 2σ", "worse by > 2σ",
+                               "mean Δ", "Status"], table)]
     return long, lines
 
 
