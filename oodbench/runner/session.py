@@ -49,7 +49,7 @@ class Session:
 
     def _extract(self, data: ImageSet) -> Representations:
         """One forward pass; non-finite outputs are an error (and never cached), not a silently wrong score."""
-        reps = extract(self.model, data, self.device, self.cfg.batch_size, self.num_workers)
+        reps = extract(self.model, data, self.device, self.cfg.batch_size, self.cfg.get("num_workers", "auto"))
         bad = int((~torch.isfinite(reps.logits)).any(1).sum() + (~torch.isfinite(reps.features)).any(1).sum())
         if bad:
             raise OodbenchError(f"the network produced non-finite logits or features on {bad} images of {data.name}; "
