@@ -271,3 +271,22 @@ def test_a_corrupt_archive_fails_its_set_only(run_cli, shared_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "not run: isun: unusable:" in proc.stdout and "checksum mismatch" in proc.stdout
     assert "gaussian" in _rows(proc).query("status == 'ok'").ood_dataset.tolist()
+
+
+def test_rows_without_input_ids_are_served_only_when_nothing_else_is_read(tmp_path):
+    """Rows stored before input ids (format 1) match on checkpoint sha256 and counts, unless the detector now reads
+    a file of its own (DICE's published mean feature): rows of that age never recorded one, so they are recomputed."""
+    from oodbench.data.base import ImageSet
+    from oodbench.runner.store import inputs_identity, load_stored
+
+    def toy(n: int) -> ImageSet:
+        return ImageSet("toy", np.zeros((n, 2, 2, 3), np.uint8), None, "toy", n, np.arange(n), "toy")
+
+    old = pd.DataFrame([{"status": "ok", "ood_dataset": "gaussian", "checkpoint_sha256": "a" * 64, "n_id": 3,
+                         "n_ood": 4, "fpr95": 0.1, "auroc": 0.9}])
+    path = tmp_path / "cell.csv"
+    old.to_csv(path, index=False)
+    plain = inputs_identity("a" * 64, toy(3), {"gaussian": toy(4)})
+    assert load_stored(path, ["gaussian"], plain) is not None
+    with_file = inputs_identity("a" * 64, toy(3), {"gaussian": toy(4)}, {"dice_mean_feature": "f" * 64})
+    assert load_stored(path, ["gaussian"], with_file) is None

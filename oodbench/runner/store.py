@@ -83,6 +83,8 @@ def _problem(path: Path, ood_names: list[str], identity: dict) -> str | None:
     if "inputs_id" in df.columns:
         if set(df.inputs_id.astype(str)) != {inputs_id(identity)}:
             return "its inputs changed (checkpoint, images or subset)"
+    elif identity.get("detector_inputs"):  # rows of that age never read such a file
+        return f"written without input ids, before the detector read {', '.join(identity['detector_inputs'])}"
     elif not _legacy_matches(ok, identity):
         return "written without input ids, and its checkpoint sha256 or image counts differ"
     try:
