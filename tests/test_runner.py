@@ -183,3 +183,29 @@ def test_energy_protocol_averages_seeded_draws():
     assert got["auroc_draw_std"] == pytest.approx(np.std([compute_all(ids, o)["auroc"] for o in picks], ddof=1))
     assert got["fpr95_draw_std"] == pytest.approx(np.std([fpr_at_tpr(ids, o, rule="nearest") for o in picks], ddof=1))
     assert got == _mean_over_draws(ids, oods, partial(compute_all), draws=3, size=200, seed=7)
+
+
+def test_git_commit_is_dirty_for_code_not_for_stored_results(tmp_path, monkeypatch):
+    import subprocess
+
+    from oodbench.runner import provenance
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "row.csv").write_text("a\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    try:
+        provenance.git_commit.cache_clear()
+        (tmp_path / "results" / "row.csv").write_text("b\n")  # a run stored rows: not dirty code
+        assert not provenance.git_commit().endswith("+dirty")
+        provenance.git_commit.cache_clear()
+        (tmp_path / "code.py").write_text("x = 2\n")
+        assert provenance.git_commit().endswith("+dirty")
+    finally:
+        provenance.git_commit.cache_clear()

@@ -22,8 +22,9 @@ from oodbench.runner.forward import numeric_mode
 
 @functools.cache
 def git_commit() -> str:
-    """The repo's HEAD commit, with ``+dirty`` when tracked files are modified, read once per process: a
-    multirun whose checkout moves on while it runs still records the code it loaded.
+    """The repo's HEAD commit, with ``+dirty`` when tracked files other than ``results/`` (what runs write) are
+    modified, read once per process: a multirun whose checkout moves on while it runs still records the code it
+    loaded, and a run after a run that stored rows is not called dirty.
 
     Outside a git checkout (e.g. a copy of the tree on a GPU machine) ``OODBENCH_GIT_COMMIT`` says it, else
     ``unknown``.
@@ -33,7 +34,8 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"], cwd=REPO_ROOT,
+            capture_output=True, text=True
         ).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
