@@ -49,6 +49,7 @@ def main() -> None:
             ax.plot(g.n, g.auroc, marker="o", label=method)
             ax.fill_between(g.n, g.auroc - g["std"], g.auroc + g["std"], alpha=0.2)
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(sorted(data.n.unique()), [str(v) for v in sorted(data.n.unique())])
         ax.set_title(f"{ckpt}: mean AUROC, iSUN / LSUN-r / TIN-r / TIN-c", fontsize=9)
         ax.set_xlabel("ID training images the detector fits on")

@@ -212,3 +212,22 @@ def test_react_page_sentences_match_the_stored_rows() -> None:
     assert vs.loc[("odin_densenet10", "react_p99"), "better"] == 0
     for ckpt in ("odin_densenet100", "dice_densenet_cifar100"):
         assert all(vs.loc[(ckpt, f"react_p{p}"), "better"] == 4 for p in (90, 95, 99))
+
+
+def test_fit_size_page_sentences_match_the_stored_rows() -> None:
+    """configs/paper/fit_size_cifar10.md's reading, recounted from the page's CSV (mean AUROC, natural sets)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fsf", REPO_ROOT / "scripts" / "fit_size_figure.py")
+    fsf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fsf)
+    c = fsf.curves(pd.read_csv(REPO_ROOT / "results" / "tables" / "fit_size_cifar10.csv"))
+    auc = c.set_index(["checkpoint", "method", "n"]).auroc
+    gaps = {(k, m, n): auc[k, m, 5085] - auc[k, m, n] for k, m, n in auc.index}
+    ckpts = ("odin_densenet10", "dice_densenet_cifar10")
+    assert sorted(round(gaps[k, "knn", 500]) for k in ckpts) == [12, 23]
+    assert sorted(round(gaps[k, "knn", 250]) for k in ckpts) == [45, 64] and auc["odin_densenet10", "knn", 250] < 50
+    assert sorted(round(gaps[k, "mahalanobis", 250]) for k in ckpts) == [4, 15]
+    assert all(abs(gaps[k, "mahalanobis", n]) < 1 for k in ckpts for n in (1000, 2000))
+    assert all(abs(gaps[k, "vim", n]) < 1 for k in ckpts for n in (500, 1000, 2000))
+    assert all(auc[k, "react"].max() - auc[k, "react"].min() < 0.5 for k in ckpts)
