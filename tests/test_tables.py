@@ -231,3 +231,24 @@ def test_fit_size_page_sentences_match_the_stored_rows() -> None:
     assert all(abs(gaps[k, "mahalanobis", n]) < 1 for k in ckpts for n in (1000, 2000))
     assert all(abs(gaps[k, "vim", n]) < 1 for k in ckpts for n in (500, 1000, 2000))
     assert all(auc[k, "react"].max() - auc[k, "react"].min() < 0.5 for k in ckpts)
+
+
+def test_odin_decoder_and_crop_sentences_match_the_stored_rows() -> None:
+    """configs/paper/odin_table2.md's decoder and TinyImageNet (crop) readings, recounted from the pages' CSVs."""
+    tables = REPO_ROOT / "results" / "tables"
+    base = pd.read_csv(tables / "odin_table2.csv")
+    base = base[(base.status == "ok") & (base.method == "msp")]
+    j9 = pd.read_csv(tables / "odin_table2_libjpeg9.csv")
+    j9 = j9[j9.status == "ok"]
+    sets = ["isun", "lsun_resize", "tin_resize"]
+    pil = base[(base.id == "cifar100") & base.ood.isin(sets)]
+    assert len(pil) == 15 and pil.flag.notna().sum() == 6 and len(j9) == 15 and j9.flag.isna().all()
+    auroc = pil[pil.metric == "auroc"].set_index("ood")
+    assert sorted(auroc.delta.round(1)) == [-2.2, -1.8, -1.3]
+    assert sorted(pil[pil.metric == "fpr95"].delta.round(1)) == [4.2, 4.7, 5.3]
+    assert j9[j9.metric == "auroc"].set_index("ood").ours.round(1).to_dict() == {
+        "isun": 69.5, "lsun_resize": 70.8, "tin_resize": 71.6}
+    crop = pd.read_csv(tables / "odin_table2_tincrop_jpeg.csv").query("status == 'ok' and metric == 'auroc'")
+    assert crop.set_index("id").ours.round(1).to_dict() == {"cifar10": 94.3, "cifar100": 71.0}
+    raw = base[(base.ood == "tin_crop") & (base.metric == "auroc")].set_index("id").ours.round(1).to_dict()
+    assert raw == {"cifar10": 94.1, "cifar100": 74.7}
