@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from oodbench.data.base import ImageSet
-from oodbench.data.lazy import FolderImages
+from oodbench.data.lazy import FolderImages, default_threads
 from oodbench.runner.forward import extract, iter_batches, resolve_workers
 
 N_FILES = 10
@@ -69,7 +69,9 @@ def test_auto_workers_only_for_sets_decoded_on_the_fly(isun_folder):
     folder = ImageSet("f", lazy, None, "t", len(lazy), np.arange(len(lazy)), "t")
     array = ImageSet("a", np.zeros((4, 32, 32, 3), np.uint8), None, "t", 4, np.arange(4), "t")
     assert resolve_workers("auto", array) == 0
-    assert 1 <= resolve_workers("auto", folder) <= 4
+    cpus, threads = default_threads(), torch.get_num_threads()
+    assert resolve_workers("auto", folder, torch.device("cpu")) == min(4, max(0, cpus - threads))  # spare CPUs only
+    assert resolve_workers("auto", folder, torch.device("cuda")) == min(4, cpus)  # the forward is on the GPU
     assert resolve_workers(3, array) == 3
     with pytest.raises(ValueError):
         resolve_workers(-1, array)
