@@ -252,3 +252,13 @@ def test_odin_decoder_and_crop_sentences_match_the_stored_rows() -> None:
     assert crop.set_index("id").ours.round(1).to_dict() == {"cifar10": 94.3, "cifar100": 71.0}
     raw = base[(base.ood == "tin_crop") & (base.metric == "auroc")].set_index("id").ours.round(1).to_dict()
     assert raw == {"cifar10": 94.1, "cifar100": 74.7}
+
+
+def test_mahalanobis_decoder_sentence_matches_the_stored_rows() -> None:
+    tables = REPO_ROOT / "results" / "tables"
+    pil = pd.read_csv(tables / "mahalanobis_table2.csv").query(
+        "status == 'ok' and id == 'cifar100' and ood == 'lsun_resize' and method == 'Baseline (MSP)'")
+    j9 = pd.read_csv(tables / "mahalanobis_table2_libjpeg9.csv").query("status == 'ok' and ood == 'lsun_resize'")
+    assert pil.set_index("metric").ours.round(1)[["tnr95", "auroc"]].tolist() == [11.3, 66.7]
+    assert j9.set_index("metric").ours.round(1)[["tnr95", "auroc"]].tolist() == [13.8, 68.8]
+    assert j9.set_index("metric").published[["tnr95", "auroc"]].tolist() == [16.7, 70.8] and j9.flag.isna().all()
