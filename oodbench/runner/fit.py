@@ -44,17 +44,21 @@ def fit_detector(det: Detector, s: Session) -> None:
                     images=train, model=s.model, device=s.device, batch_size=s.cfg.batch_size))
 
 
+def _no_split(cfg: DictConfig) -> OodbenchError:
+    return OodbenchError(
+        f"{cfg.detector_name} is tuned per OOD set on a validation split; use a protocol that makes one "
+        f"(protocol=mahalanobis or mahalanobis_table2: an ID validation split and ood_holdout >= val_n > 0), "
+        f"not {cfg.protocol.name}"
+    )
+
+
 def check_validation_split(cfg: DictConfig) -> None:
     """A detector tuned per OOD set needs a protocol that makes a validation split: checked before any model work."""
     p = cfg.protocol
     n_val = int(p.get("val_n") or 0)
     has_id = p.get("id_val") == "train_tail" or bool(p.get("id_holdout"))
     if not n_val or p.ood_holdout < n_val or not has_id:
-        raise OodbenchError(
-            f"{cfg.detector_name} is tuned per OOD set on a validation split; use a protocol that makes one "
-            f"(protocol=mahalanobis or mahalanobis_table2: an ID validation split and ood_holdout >= val_n > 0), "
-            f"not {p.name}"
-        )
+        raise _no_split(cfg)
 
 
 def _tune_for_set(det: Detector, s: Session, ood_full: ImageSet) -> Detector:
@@ -64,11 +68,7 @@ def _tune_for_set(det: Detector, s: Session, ood_full: ImageSet) -> Detector:
     n_val = int(p.get("val_n") or 0)
     check_validation_split(s.cfg)
     if s.id_val is None or len(s.id_val) == 0:
-        raise OodbenchError(
-            f"{s.cfg.detector_name} is tuned per OOD set on a validation split; use a protocol that makes one "
-            f"(protocol=mahalanobis or mahalanobis_table2: an ID validation split and ood_holdout >= val_n > 0), "
-            f"not {p.name}"
-        )
+        raise _no_split(s.cfg)
     val_ood = ood_full.select(np.arange(min(n_val, len(ood_full))))
     log.info("tune %s for %s on %d ID + %d OOD validation images", s.cfg.detector_name, ood_full.name,
              len(s.id_val), len(val_ood))

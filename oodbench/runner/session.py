@@ -29,8 +29,7 @@ class Session:
         self.model, self.checkpoint = load_model(cfg.arch, self.paths["weights"], self.device)
         self.reference = checkpoint_reference(cfg.arch, self.checkpoint["name"], self.paths["weights"])
         self.cache = RepresentationCache(self.paths["cache"], enabled=cfg.cache)
-        self.num_workers = cfg.get("num_workers", "auto")
-        self.ctx = ScoringContext(self.model, self.device, cfg.batch_size, self.num_workers)
+        self.ctx = ScoringContext(self.model, self.device, cfg.batch_size, cfg.get("num_workers", "auto"))
         self.id_val: ImageSet | None = None  # ID test images a protocol holds out for per-set tuning
 
     def load_set(self, node: DictConfig, what: str, **overrides: Any) -> ImageSet:
