@@ -5,7 +5,7 @@ sorts file names as strings, so ``10.jpg`` precedes ``2.jpg``) and caches the ui
 keyed by the archive digest. Later runs load the array in milliseconds.
 
 ``decoder``: ``pillow`` (default: Pillow's bundled libjpeg-turbo, which decodes these files bit-identically to IJG
-libjpeg 6b) or ``libjpeg<version>`` (e.g. ``libjpeg9b``: IJG libjpeg 9b, as Anaconda's Pillow of 2017 linked; it
+libjpeg 6b) or ``libjpeg<version>`` (e.g. ``libjpeg9b``: IJG libjpeg 9b, which
 upsamples 4:2:0 chroma in the DCT domain, so pixels differ) through the optional ``jpeglib`` package
 (``pip install -e ".[jpeg]"``), for experiments on how the decoder moves a published comparison.
 """
