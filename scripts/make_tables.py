@@ -19,7 +19,7 @@ from oodbench.cli import fail  # noqa: E402
 from oodbench.errors import OodbenchError  # noqa: E402
 from oodbench.paths import resolve  # noqa: E402
 from oodbench.runner.provenance import write_csv  # noqa: E402
-from oodbench.tables import engine, index, layout  # noqa: E402
+from oodbench.tables import chance, engine, index, layout, significance  # noqa: E402
 from oodbench.tables.cells import CONFIG_DIR, CorruptRows  # noqa: E402
 
 
@@ -51,7 +51,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"skipped {name}: no published numbers at {missing[0]}")
             continue
         try:
+            rows = engine.spec_rows(name, spec, results, args.configs)
+            if refreshed := significance.refresh(name, spec, rows, results, resolve("cache")):
+                print(refreshed)
             df, md, _ = engine.build(name, results, args.configs)
+            if chance.refresh(name, df, rows, results, resolve("cache")):  # the page's chance-flag simulation
+                df, md, _ = engine.build(name, results, args.configs)
+                print(f"chance flags {name}: {chance.text(chance.stored(results, name, df), len(layout.compared(df)))}")
         except CorruptRows as err:
             fail(f"{err.args[1]}: {err.args[0]}; restore it (git checkout -- {err.args[1]}) or delete it and rerun "
                  f"`python run.py +paper={name}`")

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike
 
 from oodbench.errors import OodbenchError
 from oodbench.metrics.core import _check_pair, compute_all, group_counts, metrics_from_group_counts
+from oodbench.metrics.joint import joint_replicates, paired_test
 
 MetricFn = Callable[[np.ndarray, np.ndarray], Mapping[str, object]]
 _CHUNK_ELEMS = 4_000_000  # indices drawn per chunk (bounds memory); fixed, so results are reproducible
@@ -80,8 +81,7 @@ def paired_bootstrap(a: tuple[ArrayLike, ArrayLike], b: tuple[ArrayLike, ArrayLi
                      seed: int = 0, metrics: tuple[str, ...] = ("auroc", "fpr95")) -> dict[str, dict[str, float]]:
     """Two detectors scored on the *same* images, ``a = (id, ood)`` and ``b = (id, ood)`` (same order): per metric,
     Δ = metric(a) − metric(b), its 95 % percentile interval and a two-sided p-value from ``n_boot`` paired
-    resamples (the same image indices for both detectors — :func:`bootstrap_replicates` with one seed draws them
-    identically for equal sizes), p = min(1, 2·(1 + #{Δ* on the far side of 0}) / (n_boot + 1)).
+    resamples (the same image indices for both: :func:`~oodbench.metrics.joint.joint_replicates`).
 
     Pairing removes the variance the two scores share (the same hard ID images, the same OOD images), so a
     difference far smaller than either metric's own σ can be significant."""
@@ -89,12 +89,6 @@ def paired_bootstrap(a: tuple[ArrayLike, ArrayLike], b: tuple[ArrayLike, ArrayLi
     if ia.size != ib.size or oa.size != ob.size:
         raise OodbenchError(f"a paired comparison needs the same images: {ia.size}+{oa.size} vs {ib.size}+{ob.size}")
     full_a, full_b = compute_all(ia, oa), compute_all(ib, ob)
-    ra, rb = bootstrap_replicates(ia, oa, None, n_boot, seed), bootstrap_replicates(ib, ob, None, n_boot, seed)
-    out = {}
-    for m in metrics:
-        d = ra[m] - rb[m]
-        delta = float(full_a[m]) - float(full_b[m])
-        far = int((d <= 0).sum()) if delta > 0 else int((d >= 0).sum()) if delta < 0 else n_boot
-        out[m] = {"delta": delta, "lo": float(np.percentile(d, 2.5)), "hi": float(np.percentile(d, 97.5)),
-                  "p": min(1.0, 2 * (1 + far) / (n_boot + 1))}
-    return out
+    reps = joint_replicates({"a": {"ood": (ia, oa)}, "b": {"ood": (ib, ob)}}, n_boot, seed, metrics)
+    return {m: paired_test(float(full_a[m]) - float(full_b[m]), reps["a"]["ood"][m] - reps["b"]["ood"][m])
+            for m in metrics}

@@ -12,6 +12,7 @@ run on bootstrap weights by :mod:`oodbench.metrics.bootstrap`, so both always ag
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Literal
 
 import numpy as np
@@ -74,38 +75,48 @@ def group_counts(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndar
     return uniq[::-1], g[: id_scores.size], g[id_scores.size:]
 
 
-def metrics_from_group_counts(id_cnt: np.ndarray, ood_cnt: np.ndarray, level: float = 0.95) -> dict[str, np.ndarray]:
-    """All :data:`METRIC_KEYS` from per-group ID/OOD counts (groups in descending score order).
+def metrics_from_group_counts(id_cnt: np.ndarray, ood_cnt: np.ndarray, level: float = 0.95,
+                              keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """All :data:`METRIC_KEYS` (or only ``keys``) from per-group ID/OOD counts (groups in descending score order).
 
-    Works on a trailing group axis, so ``(..., G)`` arrays (e.g. bootstrap weights) give ``(...)`` results.
+    Works on a trailing group axis, so ``(..., G)`` arrays (e.g. bootstrap weights) give ``(...)`` results; asking
+    for fewer ``keys`` skips the others' work (same numbers, e.g. a joint bootstrap of AUROC and FPR95 only).
     """
+    want = set(METRIC_KEYS if keys is None else keys)
     id_cnt, ood_cnt = np.asarray(id_cnt, np.float64), np.asarray(ood_cnt, np.float64)
     n, m = id_cnt.sum(-1, keepdims=True), ood_cnt.sum(-1, keepdims=True)
     tp, fp = np.cumsum(id_cnt, -1), np.cumsum(ood_cnt, -1)  # #ID >= v, #OOD >= v
     tpr, fpr = tp / n, fp / m
-    zero = np.zeros_like(tpr[..., :1])
-    tpr0, fpr0 = np.concatenate([zero, tpr], -1), np.concatenate([zero, fpr], -1)
-    # AUROC: trapezoid through (0,0) and every distinct threshold = Mann-Whitney U / (n m), ties count 1/2.
-    auroc = np.sum(np.diff(fpr0, axis=-1) * (tpr0[..., 1:] + tpr0[..., :-1]) / 2, -1)
-    # AUPR-in = average precision, ID positive: sum over thresholds of (recall step) * precision.
-    prec_in = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
-    aupr_in = np.sum(id_cnt / n * prec_in, -1)
-    # AUPR-out = average precision, OOD positive with score -s (flag OOD when s <= v).
+    n_int, m_int = int(n.reshape(-1)[0]), int(m.reshape(-1)[0])
+    out = {}
+    if "auroc" in want:
+        zero = np.zeros_like(tpr[..., :1])
+        tpr0, fpr0 = np.concatenate([zero, tpr], -1), np.concatenate([zero, fpr], -1)
+        # AUROC: trapezoid through (0,0) and every distinct threshold = Mann-Whitney U / (n m), ties count 1/2.
+        out["auroc"] = np.sum(np.diff(fpr0, axis=-1) * (tpr0[..., 1:] + tpr0[..., :-1]) / 2, -1)
+    if "aupr_in" in want:
+        # AUPR-in = average precision, ID positive: sum over thresholds of (recall step) * precision.
+        prec_in = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+        out["aupr_in"] = np.sum(id_cnt / n * prec_in, -1)
     ood_le = m - (fp - ood_cnt)  # #OOD <= v
     id_le = n - (tp - id_cnt)  # #ID <= v
-    prec_out = np.divide(ood_le, ood_le + id_le, out=np.zeros_like(ood_le), where=(ood_le + id_le) > 0)
-    aupr_out = np.sum(ood_cnt / m * prec_out, -1)
-    # Detection error: min over thresholds of 0.5 (1 - TPR) + 0.5 FPR; 0.5 = reject-all / accept-all.
-    det = np.minimum(np.min(0.5 * (1 - tpr) + 0.5 * fpr, -1), 0.5)
-    # FPR at TPR >= level, ID positive: first (highest) threshold whose ID recall reaches k / n.
-    n_int, m_int = int(n.reshape(-1)[0]), int(m.reshape(-1)[0])
-    g = np.argmax(tp >= min_count(n_int, level), -1)
-    fpr95 = np.take_along_axis(fpr, g[..., None], -1)[..., 0]
-    # OpenOOD: OOD positive with -s; lowest s-threshold flagging >= level of OOD; report ID flagged.
-    g2 = np.sum(ood_le >= min_count(m_int, level), -1) - 1
-    fpr95_oodpos = np.take_along_axis(id_le / n, g2[..., None], -1)[..., 0]
-    return {"fpr95": fpr95, "fpr95_oodpos": fpr95_oodpos, "auroc": auroc, "aupr_in": aupr_in,
-            "aupr_out": aupr_out, "detection_error": det}
+    if "aupr_out" in want:
+        # AUPR-out = average precision, OOD positive with score -s (flag OOD when s <= v).
+        prec_out = np.divide(ood_le, ood_le + id_le, out=np.zeros_like(ood_le), where=(ood_le + id_le) > 0)
+        out["aupr_out"] = np.sum(ood_cnt / m * prec_out, -1)
+    if "detection_error" in want:
+        # Detection error: min over thresholds of 0.5 (1 - TPR) + 0.5 FPR; 0.5 = reject-all / accept-all.
+        out["detection_error"] = np.minimum(np.min(0.5 * (1 - tpr) + 0.5 * fpr, -1), 0.5)
+    if "fpr95" in want:
+        # FPR at TPR >= level, ID positive: first (highest) threshold whose ID recall reaches k / n.
+        g = np.argmax(tp >= min_count(n_int, level), -1)
+        out["fpr95"] = np.take_along_axis(fpr, g[..., None], -1)[..., 0]
+    if "fpr95_oodpos" in want:
+        # OpenOOD: OOD positive with -s; lowest s-threshold flagging >= level of OOD; report ID flagged.
+        g2 = np.sum(ood_le >= min_count(m_int, level), -1) - 1
+        out["fpr95_oodpos"] = np.take_along_axis(id_le / n, g2[..., None], -1)[..., 0]
+    return {k: out[k] for k in ("fpr95", "fpr95_oodpos", "auroc", "aupr_in", "aupr_out", "detection_error")
+            if k in out}
 
 
 def _all(id_scores: np.ndarray, ood_scores: np.ndarray, level: float = 0.95) -> dict[str, float]:

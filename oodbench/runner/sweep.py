@@ -17,7 +17,8 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from oodbench.metrics import paired_bootstrap
+from oodbench.metrics import compute_all
+from oodbench.metrics.joint import joint_replicates, paired_test
 from oodbench.runner.provenance import write_csv
 
 log = logging.getLogger("oodbench")
@@ -58,7 +59,8 @@ def _same_images_key(row: pd.Series) -> str | None:
 
 def paired_section(sweep_dir: Path, ok: pd.DataFrame) -> list[str]:
     """Per OOD set, the best cell by AUROC against every other cell scored on the same images: ΔAUROC and ΔFPR95
-    (other − best, points) with 95 % paired-bootstrap intervals and p-values (:func:`paired_bootstrap`)."""
+    (other − best, points) with 95 % paired-bootstrap intervals and p-values (:func:`paired_test` on one
+    :func:`joint_replicates` draw per OOD set: each cell's replicates are computed once)."""
     if "inputs" not in ok.columns or ok.run_name.nunique() < 2:
         return []
     scores = {}
@@ -73,13 +75,16 @@ def paired_section(sweep_dir: Path, ok: pd.DataFrame) -> list[str]:
         group = group[group.run_name.isin(scores)].sort_values("auroc", ascending=False)
         if len(group) < 2:
             continue
-        best = group.iloc[0]
-        with np.load(scores[best.run_name]) as z:
-            ref = (z[f"id__{ood}"], z[f"ood__{ood}"])
-        for r in group.iloc[1:].itertuples():
+        pairs, full = {}, {}
+        for r in group.itertuples():  # every cell's replicates once, on one shared draw (joint_replicates)
             with np.load(scores[r.run_name]) as z:
-                d = paired_bootstrap((z[f"id__{ood}"], z[f"ood__{ood}"]), ref, n_boot=PAIRED_BOOT)
-            a, f = d["auroc"], d["fpr95"]
+                pairs[r.run_name] = {ood: (z[f"id__{ood}"], z[f"ood__{ood}"])}
+            full[r.run_name] = compute_all(*pairs[r.run_name][ood])
+        reps = joint_replicates(pairs, PAIRED_BOOT)
+        best = group.iloc[0]
+        for r in group.iloc[1:].itertuples():
+            a, f = (paired_test(full[r.run_name][m] - full[best.run_name][m],
+                                reps[r.run_name][ood][m] - reps[best.run_name][ood][m]) for m in ("auroc", "fpr95"))
             tied = "tied (p ≥ 0.05)" if a["p"] >= 0.05 else "worse"
             out.append(f"| {ood} | {label(best)} | {label(r)} | {100 * a['delta']:+.2f} [{100 * a['lo']:+.2f}, "
                        f"{100 * a['hi']:+.2f}] | {a['p']:.3f} | {100 * f['delta']:+.2f} [{100 * f['lo']:+.2f}, "

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from oodbench.tables import layout, names
+from oodbench.tables import chance, layout, names, significance
 from oodbench.tables.cells import CONFIG_DIR, Cell, load_cells, spec_cells
 from oodbench.tables.compare import cell, fmt_cell
 
@@ -171,7 +171,8 @@ def compare_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list
                                           fmt(block.get("status_label", "{ood_dataset}"), p))
         ours = ours if status == "ok" else None
         cells = compare_row(ours, p, metrics)
-        long += layout.records({k: fmt(v, p) for k, v in block["keys"].items()}, cells, status, ours)
+        long += layout.records({k: fmt(v, p) for k, v in block["keys"].items()}, cells, status, ours,
+                               {m: (s["ours"], s["complement"]) for m, s in metrics.items()})
         shown = [fmt(v, p) for v in block.get("show", {}).values()]
         texts = [fmt_cell(c).replace(" / —", "") if c["published"] is None and "rows" in block else fmt_cell(c)
                  for c in cells.values()]
@@ -210,18 +211,34 @@ def grid_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[st
             lines += ["", f"## `{c}` — {ckpt_labels.get(c, c)}", "",
                       f"Not run yet: `python run.py +paper={ctx.name}`." if ok.empty else
                       f"ID: {layout.id_data_text(ok)}. OOD images: {layout.ood_counts_text(ok)}."]
+        tested = _significance_marks(block, ctx, group)
+        if block.get("significance") and block.get("per_checkpoint") and not rows.empty:
+            lines += [significance.sentence(ctx.results, ctx.name, group[0] in tested)]
         for m in block["metrics"]:
+            mine = {c: {(col, det): mark for (metric, col, det), mark in t.items() if metric == m["ours"]}
+                    for c, t in tested.items()}
             md, recs = layout.grid(rows, table_rows, sets, m["ours"], bool(m.get("complement")),
-                                   bool(m.get("lower_is_better")), missing=ctx.missing)
+                                   bool(m.get("lower_is_better")), missing=ctx.missing, marks=mine)
             recs = [{**(block.get("extra_keys") or {}), **r} for r in recs]
             if m.get("name"):
                 recs = [{**r, "metric": m["name"]} for r in recs]
             long += recs
             heading = fmt(m["heading"], {"checkpoint": group[0]}) if "{" in m["heading"] else m["heading"]
-            lines += ["", heading, "", block.get("intro", "Percent; best of each column in bold."), "",
+            intro = ("Percent; **bold** = significantly best, *italics* = tied for best (see above)." if group[0] in
+                     tested and len(group) == 1 else "Percent; best of each column in bold.")
+            lines += ["", heading, "", block.get("intro", intro), "",
                       *layout.md_table([block.get("row_head", "Checkpoint / detector"),
                                         *layout.ood_head(sets, names.OOD_LABELS), "Status"], md)]
     return long, lines
+
+
+def _significance_marks(block: dict[str, Any], ctx: Context, group: list[str]
+                        ) -> dict[str, dict[tuple[str, str, str], str]]:
+    """The current significance marks of the group's checkpoints (none: the block bolds by value)."""
+    if not block.get("significance") or ctx.rows.empty:
+        return {}
+    found = {c: significance.marks(ctx.results, ctx.name, ctx.rows, c) for c in group}
+    return {c: m for c, m in found.items() if m is not None}
 
 
 def _grid_label(block: dict[str, Any], labels: dict[str, str], ckpt: str, det: str, det_label: str,
@@ -331,6 +348,11 @@ def with_methods(rows: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     return rows
 
 
+def spec_rows(name: str, spec: dict[str, Any], results: Path, config_dir: Path = CONFIG_DIR) -> pd.DataFrame:
+    """The stored rows of a spec's cells, with their ``train_method``."""
+    return with_methods(load_cells(spec_cells(name, spec.get("cells") or [], Path(config_dir)), results), spec)
+
+
 def build(name: str, results: Path, config_dir: Path = CONFIG_DIR) -> tuple[pd.DataFrame, str, list[Cell]]:
     """Render spec ``name`` from ``results/`` (published CSVs in ``paper/``, stored rows in ``runs/``)."""
     spec = load_spec(name, config_dir)
@@ -348,7 +370,8 @@ def build(name: str, results: Path, config_dir: Path = CONFIG_DIR) -> tuple[pd.D
     lines = [f"# {spec['title']}", ""] + ([before.strip(), ""] if before.strip() else [])
     lines += ["## Our rows", "", *provenance(ctx), ""]
     if any(b["kind"] == "compare" for b in spec["blocks"]):
-        lines += [layout.noise_summary(df, spec.get("no_comparison", "")), ""]
+        sim = chance.stored(Path(results), name, df)
+        lines += [layout.noise_summary(df, spec.get("no_comparison", ""), lambda m: chance.text(sim, m)), ""]
         keys = [k for b in spec["blocks"] if b["kind"] == "compare" for k in b["keys"]]
         lines += [layout.counts_by_status(df, list(dict.fromkeys(keys))) + "."]
     body += ["", after.strip()] if after.strip() else []

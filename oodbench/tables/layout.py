@@ -82,11 +82,20 @@ def mean_row(rows: Sequence[pd.Series], metrics: Iterable[str]) -> pd.Series:
 
 
 def records(keys: dict[str, object], cells: dict[str, dict[str, object]], status: str,
-            row: pd.Series | None) -> list[dict[str, object]]:
-    """Long-form rows: one per (published row, metric), with n and the comparison cell."""
+            row: pd.Series | None, columns: dict[str, tuple[str, bool]] | None = None) -> list[dict[str, object]]:
+    """Long-form rows: one per (published row, metric), with n and the comparison cell; with ``columns`` (page
+    metric → our metric column and whether the page shows 100 − it) also the stored run it compares (``run_name``,
+    ``inputs_id``, ``ood_dataset``, ``our_metric``, ``complement``; no run for a mean over sets), which the
+    chance-flag simulation reads."""
     ok = status == "ok"
-    return [{**keys, "metric": m, "status": status, "n_id": row.n_id if ok else None,
-             "n_ood": row.n_ood if ok else None, **{k: c[k] for k in CELL_KEYS}} for m, c in cells.items()]
+    out = [{**keys, "metric": m, "status": status, "n_id": row.n_id if ok else None,
+            "n_ood": row.n_ood if ok else None, **{k: c[k] for k in CELL_KEYS}} for m, c in cells.items()]
+    if columns is not None:
+        single = ok and isinstance(row.get("run_name"), str)
+        for r in out:
+            r.update({k: row.get(k) if single else None for k in ("run_name", "inputs_id", "ood_dataset")},
+                     our_metric=columns[str(r["metric"])][0], complement=columns[str(r["metric"])][1])
+    return out
 
 
 def n_text(row: pd.Series | None) -> str:
@@ -176,8 +185,8 @@ NOISE_NOTE = ("(|Δ| ≤ 2σ; σ = bootstrap over our ID and OOD images, combine
 
 def compared(df: pd.DataFrame) -> pd.DataFrame:
     """The cells that have both our value and a published one."""
-    if df.empty:
-        return df
+    if df.empty or not {"ours", "published"} <= set(df.columns):
+        return df.iloc[:0]
     return df[(df.status == "ok") & df.ours.notna() & df.published.notna()]
 
 
@@ -212,16 +221,20 @@ def cell_pvalues(cmp: pd.DataFrame) -> list[float]:
             for d, n in zip(cmp.delta.astype(float), cmp.noise.astype(float))]
 
 
-def noise_summary(df: pd.DataFrame, none: str = "") -> str:
+def noise_summary(df: pd.DataFrame, none: str = "", chance: Callable[[int], str] | None = None) -> str:
+    """The page's headline: cells within noise, the flags a perfect reproduction raises by chance (``chance(m)``:
+    the simulated text, :mod:`oodbench.tables.chance`; default the independent-cells bound) and Holm's count."""
     cmp = compared(df)
     if cmp.empty:
         return f"**No cell compared with a published value.** {none}".rstrip()
     within = int((cmp.flag == "").sum())
     mean, hi = chance_flags(len(cmp))
     n_holm = sum(holm(cell_pvalues(cmp)))
-    return (f"**{within} of {len(cmp)} cells reproduced within noise** {NOISE_NOTE} A perfect reproduction would "
-            f"flag {mean:.1f} of these {len(cmp)} cells by chance on average (4.55 % each), at most {hi} in 95 % of "
-            f"pages if the cells were independent (they share their ID images, which widens that spread). "
+    by_chance = chance(len(cmp)) if chance else (
+        f"A perfect reproduction would flag {mean:.1f} of these {len(cmp)} cells by chance on average (4.55 % each), "
+        f"at most {hi} in 95 % of pages if the cells were independent (they share their ID images, which widens "
+        "that spread).")
+    return (f"**{within} of {len(cmp)} cells reproduced within noise** {NOISE_NOTE} {by_chance} "
             f"{n_holm} of the {len(cmp) - within} flags stay significant after Holm's correction over the page's "
             f"{len(cmp)} cells (family-wise α = 0.05); they are marked ‡ in the list of cells outside the noise.")
 
@@ -314,11 +327,13 @@ def training_log_facts(training_dir: Path | None) -> list[str]:
 # ---------------------------------------------------------------------------------------------- our-only grids
 
 def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequence[str], metric: str,
-         complement: bool = False, lower_is_better: bool = False,
-         missing: str = "not run yet") -> tuple[list[list[str]], list[dict[str, object]]]:
+         complement: bool = False, lower_is_better: bool = False, missing: str = "not run yet",
+         marks: dict[str, dict[tuple[str, str], str]] | None = None) -> tuple[list[list[str]], list[dict[str, object]]]:
     """Our numbers only: one table row per ``(label, checkpoint, detector)``, one column per OOD set + the mean
     (over ``sets`` when all are there), in percent; the best value of each column among the rows of the same
-    checkpoint in bold.
+    checkpoint in bold — or, for a checkpoint in ``marks`` (``{checkpoint: {(column, detector): "best" | "tied" |
+    ""}}``, column = set or ``mean``, from :mod:`oodbench.tables.significance`), the significantly best cell in bold
+    and the cells tied for best in italics.
 
     Returns the Markdown rows (label, sets…, mean, status) and long-form records.
     """
@@ -346,11 +361,17 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
             col = [v[j] for v in group if v[j] is not None]
             best[ckpt, j] = round(pick(col), 1) if len(col) > 1 else None
     out = []
-    for (label, ckpt, _), vals in zip(rows, values):
+    for (label, ckpt, det), vals in zip(rows, values):
         n_ok = sum(v is not None for v in vals[:-1])
         status = "ok" if n_ok == len(sets) else missing if n_ok == 0 else f"{n_ok} of {len(sets)} sets"
-        cells = [f"**{pct_text(v)}**" if v is not None and round(v, 1) == best[ckpt, j] else pct_text(v)
-                 for j, v in enumerate(vals)]
+        tested = (marks or {}).get(ckpt)
+        if tested is not None:
+            style = {"best": "**{}**", "tied": "*{}*"}
+            cells = [style.get(tested.get(([*sets, "mean"][j], det), ""), "{}").format(pct_text(v))
+                     if v is not None else pct_text(v) for j, v in enumerate(vals)]
+        else:
+            cells = [f"**{pct_text(v)}**" if v is not None and round(v, 1) == best[ckpt, j] else pct_text(v)
+                     for j, v in enumerate(vals)]
         out.append([label, *cells, status])
     return out, recs
 
