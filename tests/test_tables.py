@@ -238,16 +238,27 @@ def test_odin_decoder_and_crop_sentences_match_the_stored_rows() -> None:
     tables = REPO_ROOT / "results" / "tables"
     base = pd.read_csv(tables / "odin_table2.csv")
     base = base[(base.status == "ok") & (base.method == "msp")]
+    everything = pd.read_csv(tables / "odin_table2.csv")
     j9 = pd.read_csv(tables / "odin_table2_libjpeg9.csv")
-    j9 = j9[j9.status == "ok"]
+    j9 = j9[(j9.status == "ok") & (j9.id == "cifar100")]
     sets = ["isun", "lsun_resize", "tin_resize"]
     pil = base[(base.id == "cifar100") & base.ood.isin(sets)]
-    assert len(pil) == 15 and pil.flag.notna().sum() == 6 and len(j9) == 15 and j9.flag.isna().all()
+    j9_msp, j9_odin = j9[j9.method == "msp"], j9[j9.method == "odin"]
+    assert len(pil) == 15 and pil.flag.notna().sum() == 6 and len(j9_msp) == 15 and j9_msp.flag.isna().all()
     auroc = pil[pil.metric == "auroc"].set_index("ood")
     assert sorted(auroc.delta.round(1)) == [-2.2, -1.8, -1.3]
     assert sorted(pil[pil.metric == "fpr95"].delta.round(1)) == [4.2, 4.7, 5.3]
-    assert j9[j9.metric == "auroc"].set_index("ood").ours.round(1).to_dict() == {
+    assert j9_msp[j9_msp.metric == "auroc"].set_index("ood").ours.round(1).to_dict() == {
         "isun": 69.5, "lsun_resize": 70.8, "tin_resize": 71.6}
+    # ODIN (T = 1000, ε): 9b puts all 15 CIFAR-100 cells within noise; 10 of them are † with Pillow
+    pil_odin = everything.query("status == 'ok' and method == 'odin' and id == 'cifar100'")
+    pil_odin = pil_odin[pil_odin.ood.isin(sets)]
+    assert len(pil_odin) == 15 and pil_odin.flag.notna().sum() == 10
+    assert len(j9_odin) == 15 and j9_odin.flag.isna().all()
+    order = lambda df: [round(df[df.metric == "auroc"].set_index("ood").loc[s, c], 1) for s in sets  # noqa: E731
+                        for c in ("ours", "published")]
+    assert order(j9_odin) == [83.6, 84.0, 85.0, 85.3, 84.8, 85.0]
+    assert [v for i, v in enumerate(order(pil_odin)) if i % 2 == 0] == [81.8, 82.9, 83.4]
     crop = pd.read_csv(tables / "odin_table2_tincrop_jpeg.csv").query("status == 'ok' and metric == 'auroc'")
     assert crop.set_index("id").ours.round(1).to_dict() == {"cifar10": 94.3, "cifar100": 71.0}
     raw = base[(base.ood == "tin_crop") & (base.metric == "auroc")].set_index("id").ours.round(1).to_dict()
