@@ -168,10 +168,28 @@ def test_mahalanobis_equals_numpy():
 
 
 def test_singular_covariance_is_regularized_with_a_warning():
-    (f, y), det = _gauss(8, 12, 4), Mahalanobis()  # 8 samples in 12-d: rank ≤ 5
+    (f, y), det = _gauss(8, 12, 4), Mahalanobis(covariance="ridge")  # 8 samples in 12-d: rank ≤ 5
     with pytest.warns(RuntimeWarning, match="singular.*regularized"):
         det.fit(_fit(f, y, None))
     assert torch.isfinite(det.score_features(torch.rand(4, 12), None)).all()
+    with pytest.raises(OodbenchError, match="covariance must be one of pinv, ridge, got 'inverse'"):
+        Mahalanobis(covariance="inverse")
+
+
+def test_singular_covariance_is_pseudo_inverted_as_the_official_code():
+    """Default: Σ⁺ = sklearn's EmpiricalCovariance().precision_ (the official sample_estimator), on a rank-5 Σ."""
+    from sklearn.covariance import EmpiricalCovariance
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    f = torch.randn(60, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 8, generator=g, dtype=torch.float64)
+    det = Mahalanobis()
+    det.fit(_fit(f, y, None))
+    means = torch.stack([f[y == c].mean(0) for c in range(3)])
+    precision = EmpiricalCovariance(assume_centered=False).fit((f - means[y]).numpy()).precision_
+    t = f[:6] + 0.1 * torch.randn(6, 8, generator=g, dtype=torch.float64)
+    expect = [max(-(v - m) @ precision @ (v - m) for m in means.numpy()) for v in t.numpy()]
+    assert np.allclose(det.score_features(t, None).numpy(), expect, rtol=1e-6)
 
 
 def test_knn_equals_brute_force():
@@ -279,7 +297,6 @@ def cifar_features(shared_data, shared_weights):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:Mahalanobis.*regularized")  # 300 samples in 342-d: singular by construction
 @pytest.mark.parametrize("det", [Mahalanobis(), KNN(), ViM(), ReAct(), DICE(), ASH("s", 90)],
                          ids=["mahalanobis", "knn", "vim", "react", "dice", "ash_s"])
 def test_real_cifar10_vs_gaussian_noise(cifar_features, det):

@@ -19,12 +19,22 @@ from oodbench.detectors.shaping import Head, linear_params
 from oodbench.errors import OodbenchError
 
 log = logging.getLogger("oodbench")
-RCOND, RIDGE = 1e-10, 1e-6  # Σ with an eigenvalue ≤ RCOND·max is regularized to Σ + RIDGE·(tr Σ / D)·I
+RCOND, RIDGE = 1e-10, 1e-6  # covariance="ridge": Σ with an eigenvalue ≤ RCOND·max becomes Σ + RIDGE·(tr Σ / D)·I
+COVARIANCE = ("pinv", "ridge")
 
 
-def tied_gaussian(feats: Tensor, labels: Tensor, what: str = "Mahalanobis") -> tuple[Tensor, Tensor]:
-    """Class means (C, D) and whitening A (D, D), A Aᵀ = Σ⁻¹, of the tied Σ = 1/N Σ_i (f_i − μ_{y_i})(·)ᵀ (float64).
-    A singular or ill-conditioned Σ is regularized to Σ + λI (λ = RIDGE · mean eigenvalue), with a warning."""
+def tied_gaussian(feats: Tensor, labels: Tensor, what: str = "Mahalanobis", covariance: str = "pinv"
+                  ) -> tuple[Tensor, Tensor]:
+    """Class means (C, D) and whitening A (D, k), A Aᵀ = Σ⁺, of the tied Σ = 1/N Σ_i (f_i − μ_{y_i})(·)ᵀ (float64).
+
+    ``covariance="pinv"`` (default, Lee et al.'s official ``sample_estimator``: sklearn's
+    ``EmpiricalCovariance().precision_`` = pinvh(Σ)): the pseudo-inverse, dropping the directions whose eigenvalue
+    is ≤ D·eps·max (the pinvh cutoff) — a singular Σ (dead channels, fewer images than dimensions) keeps only the
+    directions the features span. ``"ridge"``: an ill-conditioned Σ (eigenvalue ≤ RCOND·max) becomes Σ + λI,
+    λ = RIDGE · mean eigenvalue, with a warning (oodbench's estimator before it followed the official code; on
+    ``odin_densenet10``, whose tied Σ is singular, it costs AUROC — see the Mahalanobis page)."""
+    if covariance not in COVARIANCE:
+        raise OodbenchError(f"{what}: covariance must be one of {', '.join(COVARIANCE)}, got {covariance!r}")
     f, y = feats.double(), labels.to(feats.device).long()
     inverse = torch.unique(y, return_inverse=True)[1]
     means = torch.stack([f[inverse == i].mean(0) for i in range(int(inverse.max()) + 1)])
@@ -33,6 +43,12 @@ def tied_gaussian(feats: Tensor, labels: Tensor, what: str = "Mahalanobis") -> t
     top = float(evals.max())
     if top <= 0:
         raise OodbenchError(f"{what}: the ID-train features do not vary within classes; cannot fit a covariance")
+    if covariance == "pinv":
+        keep = evals > f.shape[1] * torch.finfo(torch.float64).eps * top
+        if not bool(keep.all()):
+            log.info("%s: tied covariance of %d features (%d-d) is singular; pseudo-inverse over %d of %d directions "
+                     "(as the official code)", what, len(f), f.shape[1], int(keep.sum()), f.shape[1])
+        return means, evecs[:, keep] / evals[keep].sqrt()
     if float(evals.min()) <= RCOND * top:
         lam = RIDGE * float(evals.clamp_min(0).mean())
         msg = (f"{what}: tied covariance of {len(f)} features ({f.shape[1]}-d) is singular or ill-conditioned "
@@ -52,12 +68,19 @@ def max_neg_distance(feats: Tensor, means: Tensor, whiten: Tensor) -> Tensor:
 
 class Mahalanobis(FeatureDetector):
     """Mahalanobis score (Lee et al., NeurIPS 2018, Eq. 1-2) on penultimate features, without input noise:
-    class means μ_c and one tied covariance Σ from ID-train; M(x) = max_c −(f(x) − μ_c)ᵀ Σ⁻¹ (f(x) − μ_c)."""
+    class means μ_c and one tied covariance Σ from ID-train; M(x) = max_c −(f(x) − μ_c)ᵀ Σ⁺ (f(x) − μ_c), Σ⁺ the
+    pseudo-inverse as in the official code (``covariance="ridge"``: the older regularized inverse,
+    :func:`tied_gaussian`)."""
 
     needs_fit = True
 
+    def __init__(self, covariance: str = "pinv") -> None:
+        if covariance not in COVARIANCE:
+            raise OodbenchError(f"Mahalanobis covariance must be one of {', '.join(COVARIANCE)}, got {covariance!r}")
+        self.covariance = covariance
+
     def fit(self, data: FitData) -> None:
-        self._means, self._whiten = tied_gaussian(data.features, data.labels)
+        self._means, self._whiten = tied_gaussian(data.features, data.labels, covariance=self.covariance)
 
     def score_features(self, features: Tensor, head: Head) -> Tensor:
         if not hasattr(self, "_means"):
@@ -78,9 +101,13 @@ class MahalanobisEnsemble(ModelDetector):
     tunes_per_set = True
 
     def __init__(self, epsilon: float = 0.0014, layers: Sequence[str] | None = None,
-                 layer_weights: Sequence[float] | None = None, bias: float = 0.0) -> None:
+                 layer_weights: Sequence[float] | None = None, bias: float = 0.0, covariance: str = "pinv") -> None:
         if epsilon < 0:
             raise OodbenchError(f"MahalanobisEnsemble epsilon must be >= 0, got {epsilon}")
+        if covariance not in COVARIANCE:
+            raise OodbenchError(f"MahalanobisEnsemble covariance must be one of {', '.join(COVARIANCE)}, got "
+                                f"{covariance!r}")
+        self.covariance = covariance
         self.epsilon, self.bias, self.layers = float(epsilon), float(bias), None if layers is None else list(layers)
         self.layer_weights = None if layer_weights is None else [float(a) for a in layer_weights]
         self._gauss: dict[str, tuple[Tensor, Tensor]] = {}
@@ -104,7 +131,8 @@ class MahalanobisEnsemble(ModelDetector):
                     feats[k].append(v.double())
                 ys.append(torch.as_tensor(y))
         y = torch.cat(ys)
-        self._gauss = {k: tied_gaussian(torch.cat(v), y, f"MahalanobisEnsemble layer {k}") for k, v in feats.items()}
+        self._gauss = {k: tied_gaussian(torch.cat(v), y, f"MahalanobisEnsemble layer {k}", self.covariance)
+                       for k, v in feats.items()}
 
     def fit(self, data: FitData) -> None:
         """Per-layer Gaussians from the ID training images (the network is needed: FitData.images / .model)."""
