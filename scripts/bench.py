@@ -210,8 +210,8 @@ def peer_section(model, device, args, data: Path, cache: Path) -> list[str]:
         f"{min(ours_all) / min(t['pass'] for t in ours_t):.2f}× (ODIN's own network passes included)",
         f"- score agreement (AUROC, ID vs {args.ood}): largest difference {100 * worst:.2f} points over the six "
         f"detectors, {100 * worst_same:.2f} over those with identical definitions (all but Mahalanobis: pytorch-ood "
-        "inverts the unnormalised scatter matrix + 1e-6·I, oodbench the covariance, regularised only when "
-        f"ill-conditioned — with {len(fit_set)} fit images for 342-d features the two differ) — "
+        "inverts the unnormalised scatter matrix + 1e-6·I, oodbench pseudo-inverts the covariance as Lee et al.'s code "
+        f"does — with {len(fit_set)} fit images for 342-d features the two differ) — "
         f"{'within' if worst_same <= 0.01 else 'NOT within'} 1 point", ""]
 
 

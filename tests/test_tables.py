@@ -227,7 +227,7 @@ def test_fit_size_page_sentences_match_the_stored_rows() -> None:
     ckpts = ("odin_densenet10", "dice_densenet_cifar10")
     assert sorted(round(gaps[k, "knn", 500]) for k in ckpts) == [12, 23]
     assert sorted(round(gaps[k, "knn", 250]) for k in ckpts) == [45, 64] and auc["odin_densenet10", "knn", 250] < 50
-    assert sorted(round(gaps[k, "mahalanobis", 250]) for k in ckpts) == [4, 15]
+    assert sorted(round(gaps[k, "mahalanobis", 250]) for k in ckpts) == [7, 19]
     assert all(abs(gaps[k, "mahalanobis", n]) < 1 for k in ckpts for n in (1000, 2000))
     assert all(abs(gaps[k, "vim", n]) < 1 for k in ckpts for n in (500, 1000, 2000))
     assert all(auc[k, "react"].max() - auc[k, "react"].min() < 0.5 for k in ckpts)
@@ -273,3 +273,24 @@ def test_mahalanobis_decoder_sentence_matches_the_stored_rows() -> None:
     assert pil.set_index("metric").ours.round(1)[["tnr95", "auroc"]].tolist() == [11.3, 66.7]
     assert j9.set_index("metric").ours.round(1)[["tnr95", "auroc"]].tolist() == [13.8, 68.8]
     assert j9.set_index("metric").published[["tnr95", "auroc"]].tolist() == [16.7, 70.8] and j9.flag.isna().all()
+
+
+def test_mahalanobis_covariance_sentences_match_the_stored_rows() -> None:
+    """configs/paper/mahalanobis_covariance.md's reading, recounted from the pages' CSVs."""
+    tables = REPO_ROOT / "results" / "tables"
+    df = pd.read_csv(tables / "mahalanobis_covariance.csv")
+    vs = df[df.get("reference") == "mahalanobis"].set_index(["checkpoint", "metric"])
+    cols = ["better", "better_2sigma", "worse_2sigma"]
+    assert vs.loc[("odin_densenet10", "auroc"), cols].tolist() == [0, 0, 2]
+    assert vs.loc[("odin_densenet10", "fpr95"), cols].tolist() == [0, 0, 4]
+    assert vs.loc[("odin_densenet100", "auroc"), cols].tolist() == [4, 4, 0]
+    assert vs.loc[("odin_densenet100", "fpr95"), "better"] == 4
+    assert round(vs.loc[("odin_densenet10", "auroc"), "mean_delta"], 1) == -1.3
+    assert round(vs.loc[("odin_densenet10", "fpr95"), "mean_delta"], 1) == -15.7
+    assert round(vs.loc[("odin_densenet100", "auroc"), "mean_delta"], 1) == 3.0
+    assert round(vs.loc[("odin_densenet100", "fpr95"), "mean_delta"], 1) == 8.4
+    for ckpt in ("dice_densenet_cifar10", "dice_densenet_cifar100"):
+        assert (vs.loc[ckpt, "mean_delta"] == 0).all()
+    ph = pd.read_csv(tables / "posthoc_cifar.csv").query(
+        "checkpoint == 'odin_densenet10' and detector == 'mahalanobis' and ood == 'isun'").set_index("metric")
+    assert round(ph.loc["auroc", "ours"], 1) == 96.0 and round(ph.loc["fpr95", "ours"], 1) == 18.2
