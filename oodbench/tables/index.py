@@ -59,8 +59,9 @@ def index_lines(pages: dict[str, tuple[dict[str, Any], pd.DataFrame]]) -> list[s
         if c["reasons"]:
             lines.append(f"- {name}: " + "; ".join(f"{n} × {s}" for n, s in c["reasons"]))
     if experiments:
-        lines += ["", "Experiments on published cells (other decodings or storage of the same images; not in the "
-                  "totals above): " + ", ".join(f"[{n}](tables/{n}.md)" for n in experiments) + "."]
+        lines += ["", "Experiments on published cells (the same images decoded or stored otherwise, or another "
+                  "estimator; not in the totals above): "
+                  + ", ".join(f"[{n}](tables/{n}.md)" for n in experiments) + "."]
     return [*lines, "", END]
 
 
