@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 
 from oodbench.errors import OodbenchError
 from oodbench.metrics.core import _check_pair, compute_all, group_counts, metrics_from_group_counts
-from oodbench.metrics.joint import joint_replicates, paired_test
+from oodbench.metrics.joint import bincount_rows, joint_replicates, paired_test
 
 MetricFn = Callable[[np.ndarray, np.ndarray], Mapping[str, object]]
 _CHUNK_ELEMS = 4_000_000  # indices drawn per chunk (bounds memory); fixed, so results are reproducible
@@ -35,12 +35,6 @@ def _resamples(n: int, m: int, n_boot: int, seed: int) -> Iterator[tuple[np.ndar
         yield rng_id.integers(0, n, size=(b, n)), rng_ood.integers(0, m, size=(b, m))
 
 
-def _group_bincount(groups: np.ndarray, idx: np.ndarray, size: int) -> np.ndarray:
-    """Per-row counts of ``groups[idx]``: ``(b, k)`` indices -> ``(b, size)`` counts."""
-    offsets = (np.arange(idx.shape[0]) * size)[:, None]
-    return np.bincount((groups[idx] + offsets).ravel(), minlength=idx.shape[0] * size).reshape(-1, size)
-
-
 def bootstrap_replicates(id_scores: ArrayLike, ood_scores: ArrayLike, metric_fn: MetricFn | None = None,
                          n_boot: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
     """The ``n_boot`` replicate values of each numeric metric (booleans and non-numbers are dropped)."""
@@ -52,8 +46,8 @@ def bootstrap_replicates(id_scores: ArrayLike, ood_scores: ArrayLike, metric_fn:
     if metric_fn is None or metric_fn is compute_all:
         values, gid, good = group_counts(ids, oods)
         for id_idx, ood_idx in _resamples(n, m, n_boot, seed):
-            res = metrics_from_group_counts(_group_bincount(gid, id_idx, values.size),
-                                            _group_bincount(good, ood_idx, values.size))
+            res = metrics_from_group_counts(bincount_rows(gid, id_idx, values.size),
+                                            bincount_rows(good, ood_idx, values.size))
             for k, v in res.items():
                 out.setdefault(k, []).append(v)
     else:

@@ -38,7 +38,8 @@ def _rng(seed: int, name: str | None) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, 0 if name is None else 1 + zlib.crc32(name.encode())]))
 
 
-def _bincount_rows(groups: np.ndarray, idx: np.ndarray, size: int) -> np.ndarray:
+def bincount_rows(groups: np.ndarray, idx: np.ndarray, size: int) -> np.ndarray:
+    """Per-row counts of ``groups[idx]``: ``(b, k)`` indices → ``(b, size)`` counts (one resample per row)."""
     offsets = (np.arange(idx.shape[0]) * size)[:, None]
     return np.bincount((groups[idx] + offsets).ravel(), minlength=idx.shape[0] * size).reshape(-1, size)
 
@@ -78,8 +79,8 @@ def joint_replicates(pairs: Mapping[Hashable, Mapping[str, tuple[ArrayLike, Arra
         id_idx = {name: rng_id[name].integers(0, n, size=(b, n)) for name, n in id_sizes.items()}
         ood_idx = {s: rng_ood[s].integers(0, m, size=(b, m)) for s, m in sets.items()}
         for (c, s), (id_name, size, gid, good) in groups.items():
-            res = metrics_from_group_counts(_bincount_rows(gid, id_idx[id_name], size),
-                                            _bincount_rows(good, ood_idx[s], size), keys=metrics)
+            res = metrics_from_group_counts(bincount_rows(gid, id_idx[id_name], size),
+                                            bincount_rows(good, ood_idx[s], size), keys=metrics)
             for m in metrics:
                 out[c, s][m].append(res[m])
     reps: Replicates = {}

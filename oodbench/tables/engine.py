@@ -8,7 +8,9 @@ of those cells (:mod:`oodbench.tables.cells`) and renders the page from *blocks*
 
 - ``compare``: one table row per published row (or per row declared in the spec): ours / published (Δ), 2σ noise
   flag, ``not run: <reason>``; optional ``mean_over`` aggregation (e.g. Energy Table 1's mean over OOD sets);
-- ``grid``: our numbers only, (checkpoint, detector) × OOD set, the best of each column in bold;
+- ``grid``: our numbers only, (checkpoint, detector) × OOD set, the best of each column in bold — with
+  ``significance: true``, only a significantly best cell in bold and the cells tied for best in italics
+  (:mod:`oodbench.tables.significance`);
 - ``stored_rows``: the stored rows themselves, grouped by how each checkpoint was made (declared in the spec);
 - ``versus``: each detector against a reference detector on the same images: on how many sets it is better (and by
   more than 2σ), and its mean Δ — counts a page's prose can cite;
