@@ -260,7 +260,8 @@ def test_odin_decoder_and_crop_sentences_match_the_stored_rows() -> None:
     assert order(j9_odin) == [83.6, 84.0, 85.0, 85.3, 84.8, 85.0]
     assert [v for i, v in enumerate(order(pil_odin)) if i % 2 == 0] == [81.8, 82.9, 83.4]
     # CIFAR-10 baseline: within noise with either decoder
-    c10 = pd.read_csv(tables / "odin_table2_libjpeg9.csv").query("status == 'ok' and id == 'cifar10' and method == 'msp'")
+    c10 = pd.read_csv(tables / "odin_table2_libjpeg9.csv").query(
+        "status == 'ok' and id == 'cifar10' and method == 'msp'")
     pil_c10 = base[(base.id == "cifar10") & base.ood.isin(sets)]
     assert len(c10) == 15 and c10.flag.isna().all() and pil_c10.flag.isna().all()
     assert order(c10) == [95.2, 94.8, 95.9, 95.4, 94.5, 94.1]
