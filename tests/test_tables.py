@@ -266,6 +266,13 @@ def test_odin_decoder_and_crop_sentences_match_the_stored_rows() -> None:
     assert len(c10) == 15 and c10.flag.isna().all() and pil_c10.flag.isna().all()
     assert order(c10) == [95.2, 94.8, 95.9, 95.4, 94.5, 94.1]
     assert [v for i, v in enumerate(order(pil_c10)) if i % 2 == 0] == [95.1, 95.8, 94.4]
+    c10_odin = pd.read_csv(tables / "odin_table2_libjpeg9.csv").query(
+        "status == 'ok' and id == 'cifar10' and method == 'odin'")
+    pil_c10_odin = everything.query("status == 'ok' and method == 'odin' and id == 'cifar10'")
+    pil_c10_odin = pil_c10_odin[pil_c10_odin.ood.isin(sets)]
+    assert len(c10_odin) == 15 and c10_odin.flag.isna().all() and pil_c10_odin.flag.isna().all()
+    assert order(c10_odin) == [99.0, 98.8, 99.3, 99.2, 98.7, 98.5]
+    assert [v for i, v in enumerate(order(pil_c10_odin)) if i % 2 == 0] == [98.9, 99.3, 98.6]
     crop = pd.read_csv(tables / "odin_table2_tincrop_jpeg.csv").query("status == 'ok' and metric == 'auroc'")
     assert crop.set_index("id").ours.round(1).to_dict() == {"cifar10": 94.3, "cifar100": 71.0}
     raw = base[(base.ood == "tin_crop") & (base.metric == "auroc")].set_index("id").ours.round(1).to_dict()
