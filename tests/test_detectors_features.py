@@ -172,7 +172,7 @@ def test_singular_covariance_is_regularized_with_a_warning():
     with pytest.warns(RuntimeWarning, match="singular.*regularized"):
         det.fit(_fit(f, y, None))
     assert torch.isfinite(det.score_features(torch.rand(4, 12), None)).all()
-    with pytest.raises(OodbenchError, match="covariance must be one of pinv, ridge, got 'inverse'"):
+    with pytest.raises(OodbenchError, match="Mahalanobis: covariance must be one of pinv, ridge, got 'inverse'"):
         Mahalanobis(covariance="inverse")
 
 

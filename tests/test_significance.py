@@ -93,7 +93,7 @@ def test_grid_marks_significantly_best_tied_and_stale(tmp_path: Path) -> None:
     rows = _rows_and_scores(cache, TOY, keep={"a", "b", "c"})
     spec = {"blocks": [BLOCK]}
     assert "1 checkpoints tested, 0 kept" in significance.refresh("toy", spec, rows, results, cache)
-    marks = significance.marks(results, "toy", rows, "ck")
+    marks = significance.marks(results, "toy", BLOCK, rows, "ck")
     # a and its noisy copy c: tied for best; b (ID scores 1.0 lower) far worse
     assert marks["auroc", "isun", "a"] == "tied" and marks["auroc", "isun", "c"] == "tied"
     assert marks["auroc", "isun", "b"] == "" and marks["auroc", "mean", "b"] == ""
@@ -102,11 +102,14 @@ def test_grid_marks_significantly_best_tied_and_stale(tmp_path: Path) -> None:
     # without c, a is significantly best: bold alone
     two = rows[rows.detector != "c"]
     significance.refresh("two", {"blocks": [{**BLOCK, "detectors": ["a", "b"]}]}, two, results, cache)
-    assert significance.marks(results, "two", two, "ck")["auroc", "isun", "a"] == "best"
+    two_block = {**BLOCK, "detectors": ["a", "b"]}
+    assert significance.marks(results, "two", two_block, two, "ck")["auroc", "isun", "a"] == "best"
+    # a detector the grid now also shows was never tested: the records are not current for it
+    assert significance.marks(results, "two", BLOCK, rows, "ck") is None
     # kept when current (no cache needed), ignored once a row changes
     assert "0 checkpoints tested, 1 kept" in significance.refresh("toy", spec, rows, results, None)
     changed = rows.assign(auroc=np.where(rows.detector == "b", rows.auroc + 0.01, rows.auroc))
-    assert significance.marks(results, "toy", changed, "ck") is None
+    assert significance.marks(results, "toy", BLOCK, changed, "ck") is None
 
 
 def test_grid_marks_fall_back_to_an_unpaired_test_without_scores(tmp_path: Path) -> None:
@@ -115,9 +118,19 @@ def test_grid_marks_fall_back_to_an_unpaired_test_without_scores(tmp_path: Path)
     significance.refresh("toy", {"blocks": [BLOCK]}, rows, results, cache)
     recs = pd.read_csv(significance.path(results, "toy"))
     assert set(recs.test) == {"best", "unpaired"}
-    marks = significance.marks(results, "toy", rows, "ck")
+    marks = significance.marks(results, "toy", BLOCK, rows, "ck")
     assert marks["auroc", "isun", "b"] == "" and marks["auroc", "isun", "c"] == "tied"
     assert "comparisons on this page are paired" in significance.sentence(results, "toy", True)
+    # a kept file that does not reproduce its row (other code or machine, same run name and inputs) is not paired
+    rows = _rows_and_scores(cache, TOY, keep={"a", "b", "c"})
+    np.savez(cache / "scores" / "cifar10-ck-b-inb.npz", **{f"{k}__{s}": v[::-1] + 0.5 * (k == "id") for s, v0 in
+                                                           (("isun", ISUN), ("lsun_resize", LSUN))
+                                                           for k, v in (("id", IDS), ("ood", v0))})
+    significance.path(results, "toy").unlink()
+    significance.refresh("toy", {"blocks": [BLOCK]}, rows, results, cache)
+    recs = pd.read_csv(significance.path(results, "toy")).set_index(["metric", "column", "detector"])
+    assert recs.loc[("auroc", "isun", "b"), "test"] == "unpaired"
+    assert {recs.loc[("auroc", "isun", d), "test"] for d in ("a", "c")} == {"best", "paired"}
     assert "not tested for significance" in significance.sentence(results, "toy", False)
 
 

@@ -23,6 +23,12 @@ RCOND, RIDGE = 1e-10, 1e-6  # covariance="ridge": Σ with an eigenvalue ≤ RCON
 COVARIANCE = ("pinv", "ridge")
 
 
+def check_covariance(what: str, covariance: str) -> str:
+    if covariance not in COVARIANCE:
+        raise OodbenchError(f"{what}: covariance must be one of {', '.join(COVARIANCE)}, got {covariance!r}")
+    return covariance
+
+
 def tied_gaussian(feats: Tensor, labels: Tensor, what: str = "Mahalanobis", covariance: str = "pinv"
                   ) -> tuple[Tensor, Tensor]:
     """Class means (C, D) and whitening A (D, k), A Aᵀ = Σ⁺, of the tied Σ = 1/N Σ_i (f_i − μ_{y_i})(·)ᵀ (float64).
@@ -33,8 +39,7 @@ def tied_gaussian(feats: Tensor, labels: Tensor, what: str = "Mahalanobis", cova
     directions the features span. ``"ridge"``: an ill-conditioned Σ (eigenvalue ≤ RCOND·max) becomes Σ + λI,
     λ = RIDGE · mean eigenvalue, with a warning (oodbench's estimator before it followed the official code; on
     ``odin_densenet10``, whose tied Σ is singular, it costs AUROC — see the Mahalanobis page)."""
-    if covariance not in COVARIANCE:
-        raise OodbenchError(f"{what}: covariance must be one of {', '.join(COVARIANCE)}, got {covariance!r}")
+    check_covariance(what, covariance)
     f, y = feats.double(), labels.to(feats.device).long()
     inverse = torch.unique(y, return_inverse=True)[1]
     means = torch.stack([f[inverse == i].mean(0) for i in range(int(inverse.max()) + 1)])
@@ -75,9 +80,7 @@ class Mahalanobis(FeatureDetector):
     needs_fit = True
 
     def __init__(self, covariance: str = "pinv") -> None:
-        if covariance not in COVARIANCE:
-            raise OodbenchError(f"Mahalanobis covariance must be one of {', '.join(COVARIANCE)}, got {covariance!r}")
-        self.covariance = covariance
+        self.covariance = check_covariance("Mahalanobis", covariance)
 
     def fit(self, data: FitData) -> None:
         self._means, self._whiten = tied_gaussian(data.features, data.labels, covariance=self.covariance)
@@ -104,10 +107,7 @@ class MahalanobisEnsemble(ModelDetector):
                  layer_weights: Sequence[float] | None = None, bias: float = 0.0, covariance: str = "pinv") -> None:
         if epsilon < 0:
             raise OodbenchError(f"MahalanobisEnsemble epsilon must be >= 0, got {epsilon}")
-        if covariance not in COVARIANCE:
-            raise OodbenchError(f"MahalanobisEnsemble covariance must be one of {', '.join(COVARIANCE)}, got "
-                                f"{covariance!r}")
-        self.covariance = covariance
+        self.covariance = check_covariance("MahalanobisEnsemble", covariance)
         self.epsilon, self.bias, self.layers = float(epsilon), float(bias), None if layers is None else list(layers)
         self.layer_weights = None if layer_weights is None else [float(a) for a in layer_weights]
         self._gauss: dict[str, tuple[Tensor, Tensor]] = {}

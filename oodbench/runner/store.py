@@ -37,7 +37,12 @@ def result_path(cfg: DictConfig) -> Path:
 def scores_path(cfg: DictConfig, inputs_key: str) -> Path:
     """Where a cell's per-image scores are kept (the cache dir: not committed, too large), named by its run and
     inputs, so a cell served from the store still has its scores for paired comparisons."""
-    return resolve("cache", cfg.paths.get("cache")) / "scores" / f"{cfg.run_name}-{inputs_key}.npz"
+    return kept_scores_file(resolve("cache", cfg.paths.get("cache")), cfg.run_name, inputs_key)
+
+
+def kept_scores_file(cache: Path, run_name: str, inputs_key: str) -> Path:
+    """``<cache>/scores/<run>-<inputs>.npz``: what a stored row's ``run_name`` and ``inputs_id`` name."""
+    return Path(cache) / "scores" / f"{run_name}-{inputs_key}.npz"
 
 
 def set_identity(data: ImageSet) -> dict[str, Any]:

@@ -13,7 +13,7 @@ scores (e.g. a mean over sets, or a run made before scores were kept), or whose 
 kept scores does not reproduce within ``SAME_METRIC`` points (ODIN's protocol defines AUPR differently), is flagged
 with probability 4.55 %, independently. Over the replicates: the mean count and the 95 % quantile — "a perfect
 reproduction flags at most K in 95 % of pages". Metrics are the exact ones, also for rows scored under ODIN's
-threshold-grid protocol (whose FPR95 and AUROC the exact ones reproduce within ``SAME_METRIC``).
+threshold-grid protocol, wherever the exact metric reproduces the stored value within ``SAME_METRIC``.
 
 The result goes to ``results/significance/<spec>.chance.csv`` with a digest of the compared cells; the page uses it
 only while the digest matches (``make tables`` refreshes it when stale, and keeps it on a fresh clone).
@@ -32,7 +32,7 @@ from oodbench.metrics.joint import joint_replicates
 from oodbench.runner.provenance import stable_hash, write_csv
 from oodbench.tables import layout
 from oodbench.tables.compare import ROUNDING
-from oodbench.tables.significance import SIG_DIR
+from oodbench.tables.significance import SIG_DIR, kept_pair
 
 N_BOOT, SEED = 1000, 0
 SAME_METRIC = 0.5  # points: a stored value the exact metric on the kept scores does not reproduce is not simulated
@@ -48,10 +48,6 @@ def digest(cmp: pd.DataFrame) -> str:
     return stable_hash(sorted(json.dumps([str(v) for v in r]) for r in cmp[cols].to_numpy()), 16)
 
 
-def _scores(cache: Path, run: str, inputs_id: str) -> Path:
-    return Path(cache) / "scores" / f"{run}-{inputs_id}.npz"
-
-
 def simulate(cmp: pd.DataFrame, rows: pd.DataFrame, cache: Path | None) -> dict[str, float]:
     """The chance-flag count of a page's compared cells (``cmp``: the page's long records with a published value)."""
     flags = np.zeros(N_BOOT)
@@ -64,24 +60,21 @@ def simulate(cmp: pd.DataFrame, rows: pd.DataFrame, cache: Path | None) -> dict[
     usable = []
     for r in cmp.itertuples():
         ident = idents.get((getattr(r, "run_name", None), getattr(r, "inputs_id", None)))
-        f = _scores(cache, r.run_name, r.inputs_id) if cache is not None and ident else None
-        if f is None or not f.is_file():
+        # simulated only where the exact metric on the kept scores gives the stored value (ODIN's protocol defines
+        # AUPR otherwise): such a cell is counted as an independent flag below
+        stored = (100 - float(r.ours) if r.complement else float(r.ours)) / 100
+        pair = kept_pair(cache, r.run_name, r.inputs_id, r.ood_dataset, r.our_metric, stored,
+                         SAME_METRIC / 100) if ident else None
+        if pair is None:
             continue
-        with np.load(f) as z:
-            if f"id__{r.ood_dataset}" not in z:
-                continue
-            pair = (z[f"id__{r.ood_dataset}"], z[f"ood__{r.ood_dataset}"])
         cell, set_key = f"{r.run_name}|{r.inputs_id}", stable_hash(ident["ood"][r.ood_dataset], 12)
         pairs.setdefault(cell, {})[set_key] = pair
         id_sets[cell] = stable_hash(ident["id"], 12)
-        ours = float(r.ours) if not r.complement else 100 - float(r.ours)
-        usable.append((cell, set_key, r.our_metric, float(r.noise), pair, ours))
+        usable.append((cell, set_key, r.our_metric, float(r.noise), pair))
     metrics = sorted({u[2] for u in usable})
     reps = joint_replicates(pairs, N_BOOT, SEED, metrics, id_sets) if usable else {}
-    for cell, set_key, metric, noise, pair, ours in usable:
+    for cell, set_key, metric, noise, pair in usable:
         full = float(compute_all(*pair)[metric])
-        if abs(100 * full - ours) > SAME_METRIC:  # another definition (ODIN protocol's AUPR): counted independent
-            continue
         e = 100 * (reps[cell][set_key][metric] - full) + rng.uniform(-ROUNDING, ROUNDING, N_BOOT)
         flags += np.abs(e) > noise
         simulated += 1

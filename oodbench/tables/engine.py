@@ -239,7 +239,7 @@ def _significance_marks(block: dict[str, Any], ctx: Context, group: list[str]
     """The current significance marks of the group's checkpoints (none: the block bolds by value)."""
     if not block.get("significance") or ctx.rows.empty:
         return {}
-    found = {c: significance.marks(ctx.results, ctx.name, ctx.rows, c) for c in group}
+    found = {c: significance.marks(ctx.results, ctx.name, block, ctx.rows, c) for c in group}
     return {c: m for c, m in found.items() if m is not None}
 
 

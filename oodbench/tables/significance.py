@@ -4,9 +4,10 @@ For a grid block with ``significance: true`` (e.g. the post-hoc table), per chec
 set and the mean over sets), the best cell by value is tested against every other cell of the column:
 
 - **paired** where both cells' per-image scores are in the cache (``<cache>/scores/<run>-<inputs>.npz``, kept by
-  every run): one joint bootstrap draw (:func:`~oodbench.metrics.joint.joint_replicates`, ``N_BOOT`` replicates,
-  the same ID and OOD resamples for every detector of the checkpoint), Δ* = other − best per replicate; the mean
-  column uses the replicates of the mean over sets;
+  every run) and reproduce the stored row's AUROC (:func:`kept_pair`): one joint bootstrap draw
+  (:func:`~oodbench.metrics.joint.joint_replicates`, ``N_BOOT`` replicates, the same ID and OOD resamples for every
+  detector of the checkpoint), Δ* = other − best per replicate; the mean column uses the replicates of the mean over
+  sets;
 - **unpaired** otherwise (a cell whose scores are not kept, e.g. ODIN's input-perturbed runs made elsewhere): a
   z-test on the stored bootstrap σ's, σ_Δ² = σ_a² + σ_b² — conservative when the two cells' errors are positively
   correlated, as two detectors on the same images are; the mean column's σ is the mean of the sets' σ's (the
@@ -30,11 +31,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from oodbench.metrics.core import compute_all
 from oodbench.metrics.joint import joint_replicates, mean_over_sets, paired_test
 from oodbench.runner.provenance import stable_hash, write_csv
+from oodbench.runner.store import kept_scores_file
 from oodbench.tables import layout
 
 N_BOOT, SEED, ALPHA = 1000, 0, 0.05
+SAME = 1e-6  # a kept score file is paired only if it reproduces the row's AUROC (stored to 6 decimals) to this
 SIG_DIR = "significance"
 MEAN = "mean"
 
@@ -43,9 +47,21 @@ def path(results: Path, spec: str) -> Path:
     return Path(results) / SIG_DIR / f"{spec}.csv"
 
 
-def scores_file(cache: Path, row: Any) -> Path:
-    """Where the run of ``row`` kept its per-image scores (:func:`oodbench.runner.store.scores_path`)."""
-    return Path(cache) / "scores" / f"{row.run_name}-{row.inputs_id}.npz"
+def kept_pair(cache: Path | None, run_name: object, inputs_id: object, ood: str, metric: str, stored: float,
+              tol: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (ID, OOD) scores run ``run_name`` kept for set ``ood`` (:func:`~oodbench.runner.store.scores_path`), or
+    None when absent or when the exact ``metric`` on them is more than ``tol`` from the ``stored`` value (fraction):
+    a file left under the same run and inputs by other code or another machine is never paired with this row."""
+    if cache is None or not isinstance(run_name, str):
+        return None
+    f = kept_scores_file(cache, run_name, str(inputs_id))
+    if not f.is_file():
+        return None
+    with np.load(f) as z:
+        if f"id__{ood}" not in z or f"ood__{ood}" not in z:
+            return None
+        pair = (z[f"id__{ood}"], z[f"ood__{ood}"])
+    return pair if abs(float(compute_all(*pair)[metric]) - stored) <= tol else None
 
 
 def digest(rows: pd.DataFrame) -> str:
@@ -67,13 +83,11 @@ def _replicates(rows: pd.DataFrame, dets: list[str], sets: list[str], cache: Pat
     pairs, keys = {}, {}
     for det in dets:
         found = [layout.find(rows, detector=det, ood_dataset=s) for s in sets]
-        files = {scores_file(cache, r) for r in found if r is not None} if cache else set()
-        if cache is None or any(r is None for r in found) or len(files) != 1 or not next(iter(files)).is_file():
+        kept = [kept_pair(cache, r.run_name, r.inputs_id, s, "auroc", float(r.auroc), SAME) if r is not None
+                else None for r, s in zip(found, sets)]
+        if any(k is None for k in kept):
             continue
-        with np.load(next(iter(files))) as z:
-            if not all(f"id__{s}" in z and f"ood__{s}" in z for s in sets):
-                continue
-            pairs[det] = {s: (z[f"id__{s}"], z[f"ood__{s}"]) for s in sets}
+        pairs[det] = dict(zip(sets, kept))  # type: ignore[arg-type]
         keys[det] = _sets_key(found[0])
     if not keys:
         return {}
@@ -168,15 +182,17 @@ def refresh(name: str, spec: dict[str, Any], rows: pd.DataFrame, results: Path, 
     return f"significance {name}: {redone} checkpoints tested, {kept} kept ({target})"
 
 
-def marks(results: Path, spec: str, rows: pd.DataFrame, ckpt: str) -> dict[tuple[str, str, str], str] | None:
-    """``{(metric, column, detector): "best" | "tied" | ""}`` for one checkpoint, or None when no current records
-    exist (the page then says so and bolds by value)."""
+def marks(results: Path, spec: str, block: dict[str, Any], rows: pd.DataFrame, ckpt: str
+          ) -> dict[tuple[str, str, str], str] | None:
+    """``{(metric, column, detector): "best" | "tied" | ""}`` for one checkpoint of a grid ``block``, or None when no
+    records match its current rows — every detector the grid shows, as :func:`refresh` digests them (the page then
+    says so and bolds by value)."""
     target = path(results, spec)
     if not target.is_file() or rows.empty:
         return None
     stored = pd.read_csv(target)
     mine = stored[stored.checkpoint == ckpt]
-    ok = rows[(rows.checkpoint == ckpt) & (rows.status == "ok") & rows.detector.isin(set(mine.detector))]
+    ok = rows[(rows.checkpoint == ckpt) & (rows.status == "ok") & rows.detector.isin(_detectors(block, rows))]
     if mine.empty or set(mine.digest) != {digest(ok)}:
         return None
     out = {}
