@@ -15,10 +15,10 @@ test: setup       ## the whole suite on CPU (real data subsets from ../shared; <
 lint:
 	$(PYTHON) -m ruff check oodbench tests scripts run.py
 
-tables:           ## rebuild every paper page (configs/paper/*.yaml) from stored rows (no model runs; RESULTS=dir)
-	$(PYTHON) scripts/make_tables.py $(if $(RESULTS),--results $(RESULTS))
+tables:           ## rebuild every paper page (oodbench/conf/paper/*.yaml) from stored rows (no model runs; RESULTS=dir)
+	$(PYTHON) -m oodbench tables $(if $(RESULTS),--results $(RESULTS))
 
-PAPERS ?= $(basename $(notdir $(wildcard configs/paper/*.yaml)))
+PAPERS ?= $(basename $(notdir $(wildcard oodbench/conf/paper/*.yaml)))
 
 reproduce:        ## run every paper spec's cells (resumable, shared cache; cells that cannot run here say why)
 	for p in $(PAPERS); do $(PYTHON) run.py +paper=$$p || exit 1; done

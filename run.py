@@ -1,18 +1,7 @@
-"""oodbench entry point: ``python run.py detector=energy id=cifar10`` (Hydra; ``-m`` for sweeps)."""
+"""oodbench entry point: ``python run.py detector=energy id=cifar10`` (Hydra; ``-m`` for sweeps). The same program as
+the ``oodbench`` command and ``python -m oodbench`` (:func:`oodbench.cli.entry`)."""
 
-import sys
-
-import hydra
-from omegaconf import DictConfig
-
-from oodbench.cli import check_choices, main
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="config")
-def app(cfg: DictConfig) -> None:
-    main(cfg)
-
+from oodbench.cli import entry
 
 if __name__ == "__main__":
-    check_choices(sys.argv[1:])
-    app()
+    entry()

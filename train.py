@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from oodbench.errors import OodbenchError
 
-METHODS = Path(__file__).resolve().parent / "configs" / "train" / "method"
+METHODS = Path(__file__).resolve().parent / "oodbench" / "conf" / "train" / "method"
 
 
 def fail(message: str) -> None:
@@ -20,7 +20,7 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-@hydra.main(version_base="1.3", config_path="configs/train", config_name="train")
+@hydra.main(version_base="1.3", config_path="oodbench/conf/train", config_name="train")
 def app(cfg: DictConfig) -> None:
     from oodbench.train import main
 

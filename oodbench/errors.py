@@ -1,5 +1,10 @@
 """User-facing errors: one clear line that says what to do, never a traceback wall."""
 
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
 
 class OodbenchError(RuntimeError):
     """An error caused by the user's input or environment (missing data, wrong checkpoint, bad option).
@@ -14,3 +19,9 @@ class DataNotAvailable(OodbenchError):
 
 class CheckpointError(OodbenchError):
     """A checkpoint is missing, corrupt, or does not fit the requested architecture."""
+
+
+def fail(message: str) -> NoReturn:
+    """The one error format of every command: ``oodbench: error: <message>`` on stderr, exit status 2."""
+    print(f"oodbench: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -46,7 +46,7 @@ from oodbench.detectors import ODIN
 from oodbench.detectors.base import FitData
 from oodbench.metrics import auroc, compute_all
 from oodbench.models.registry import load_classifier
-from oodbench.paths import REPO_ROOT, resolve
+from oodbench.paths import CONFIG_DIR, REPO_ROOT, resolve
 from oodbench.runner.build import build
 from oodbench.runner.forward import extract, resolve_device
 from oodbench.runner.provenance import git_commit
@@ -60,7 +60,7 @@ MIB = 2**20
 
 
 def _node(group: str, name: str) -> DictConfig:
-    return OmegaConf.load(REPO_ROOT / "configs" / group / f"{name}.yaml")
+    return OmegaConf.load(CONFIG_DIR / group / f"{name}.yaml")
 
 
 def _configs() -> list[tuple[str, DictConfig]]:

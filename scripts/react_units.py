@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from oodbench.paths import REPO_ROOT  # noqa: E402
+from oodbench.paths import CONFIG_DIR, REPO_ROOT  # noqa: E402
 
 CHECKPOINTS = {"odin_densenet10": ("cifar10", "odin"), "dice_densenet_cifar10": ("cifar10", "dice"),
                "odin_densenet100": ("cifar100", "odin"), "dice_densenet_cifar100": ("cifar100", "dice")}
@@ -36,13 +36,14 @@ def train_features(id_name: str, weights: str) -> tuple[torch.Tensor, str]:
     """ID-train penultimate features exactly as ``python run.py detector=react id=<id> arch.weights=<w>`` fits."""
     from hydra import compose, initialize_config_dir
 
-    from oodbench.runner.fit import train_split
-    from oodbench.runner.session import Session
+    from oodbench.data.base import protocol_subset
+    from oodbench.runner.main import load_set, open_session
 
-    with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"id={id_name}", f"arch.weights={weights}", "detector=react"])
-    s = Session(cfg)
-    train = train_split(s)
+    s = open_session(cfg)
+    train = protocol_subset(load_set(cfg, cfg.id, f"ID train set {id_name}", "id", split="train"),
+                            max_images=cfg.protocol.max_fit, seed=cfg.protocol.seed)
     return s.representations(train).features.double(), train.describe()
 
 

@@ -39,6 +39,7 @@ def run_cli(tmp_path_factory, shared_data, shared_weights):
         if results is not None:
             env["OODBENCH_RESULTS"] = str(results)
         out = tmp_path_factory.mktemp("out")
+        _run.last_out = out
         return subprocess.run(
             [sys.executable, str(REPO_ROOT / "run.py"), *args, f"hydra.run.dir={out}", f"hydra.sweep.dir={out}"],
             capture_output=True, text=True, env=env, cwd=cwd or REPO_ROOT, timeout=600,

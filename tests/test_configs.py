@@ -12,10 +12,10 @@ from omegaconf import OmegaConf
 
 from oodbench.detectors.base import Detector
 from oodbench.models.registry import ARCHS
-from oodbench.paths import REPO_ROOT
+from oodbench.paths import CONFIG_DIR
 from oodbench.runner.build import build
 
-CONFIGS = REPO_ROOT / "configs"
+CONFIGS = CONFIG_DIR
 
 
 def _names(group: str) -> list[str]:

@@ -110,7 +110,7 @@ def test_cut_result_file_is_recomputed_not_served(run_cli, tmp_path):
     df.loc[0, "auroc"] = "abc"  # text in a numeric column
     df.to_csv(stored, index=False)
     third = run_cli(*args, results=tmp_path)
-    assert "nothing recomputed" not in third.stdout and "not numeric" in third.stdout + third.stderr
+    assert "nothing recomputed" not in third.stdout and "holds a non-number" in third.stdout + third.stderr
     stored.write_bytes(os.urandom(300))  # binary garbage
     assert "nothing recomputed" not in run_cli(*args, results=tmp_path).stdout
 
@@ -131,7 +131,7 @@ def test_resolution_mismatch_is_refused(run_cli, shared_data, tmp_path):
     ("args", "expected"),
     [
         (("ood=[]",), "no OOD set given (ood=[])"),
-        (("protocol.max_ood=0",), "protocol.max_ood=0 must be a positive whole number"),
+        (("protocol.max_ood=0",), "protocol.max_ood=0 is not allowed; use null or a whole number >= 1"),
         (("paths.cache=/etc/hostname/sub",), "cache directory /etc/hostname/sub is not writable"),
         (("detector=energy", "detector.temperature=0"), "temperature must be > 0"),
     ],
@@ -169,19 +169,14 @@ def test_disk_full_during_a_cache_write_is_one_clear_error(monkeypatch, tmp_path
 
 
 def test_non_finite_logits_are_refused_and_never_cached(monkeypatch, tmp_path):
-    from omegaconf import OmegaConf
-
     from oodbench.data.base import ImageSet
     from oodbench.runner import session as main_mod
     from oodbench.runner.forward import Representations
 
     monkeypatch.setattr(main_mod, "extract", lambda *a, **k: Representations(
         torch.tensor([[float("nan"), 1.0], [0.0, 1.0]]), torch.zeros(2, 3)))
-    session = object.__new__(main_mod.Session)
-    session.cfg = OmegaConf.create({"batch_size": 2})
-    session.model, session.device = None, torch.device("cpu")
-    session.checkpoint = {"sha256": "0" * 64, "name": "broken"}
-    session.cache = main_mod.RepresentationCache(tmp_path)
+    session = main_mod.Session(torch.nn.Linear(3, 2), {"sha256": "0" * 64, "name": "broken"}, torch.device("cpu"),
+                               main_mod.RepresentationCache(tmp_path), batch_size=2)
     data = ImageSet("toy", np.zeros((2, 2, 2, 3), np.uint8), None, "toy", 2, np.arange(2), "toy")
     with pytest.raises(OodbenchError, match="non-finite logits or features on 1 images of toy"):
         session.representations(data)
@@ -277,7 +272,7 @@ def test_rows_without_input_ids_are_served_only_when_nothing_else_is_read(tmp_pa
     """Rows stored before input ids (format 1) match on checkpoint sha256 and counts, unless the detector now reads
     a file of its own (DICE's published mean feature): rows of that age never recorded one, so they are recomputed."""
     from oodbench.data.base import ImageSet
-    from oodbench.runner.store import inputs_identity, load_stored
+    from oodbench.store import Store, inputs_identity
 
     def toy(n: int) -> ImageSet:
         return ImageSet("toy", np.zeros((n, 2, 2, 3), np.uint8), None, "toy", n, np.arange(n), "toy")
@@ -287,6 +282,90 @@ def test_rows_without_input_ids_are_served_only_when_nothing_else_is_read(tmp_pa
     path = tmp_path / "cell.csv"
     old.to_csv(path, index=False)
     plain = inputs_identity("a" * 64, toy(3), {"gaussian": toy(4)})
-    assert load_stored(path, ["gaussian"], plain) is not None
+    store = Store(tmp_path, tmp_path)
+    assert store.served(path, ["gaussian"], plain) is not None
     with_file = inputs_identity("a" * 64, toy(3), {"gaussian": toy(4)}, {"dice_mean_feature": "f" * 64})
-    assert load_stored(path, ["gaussian"], with_file) is None
+    assert store.served(path, ["gaussian"], with_file) is None
+
+
+# ------------------------------------------------------------------------------------------- issue 19
+
+def test_another_normalization_is_never_served_the_old_number(run_cli, shared_weights, tmp_path):
+    """``arch.normalization`` moves every number; it used to be in neither the run name, the inputs id nor the
+    representation-cache key, so the second run below was served the first one's AUROC (92.23 for 94.47)."""
+    ckpt = tmp_path / "w.pt"
+    shutil.copy(shared_weights / "odin_densenet10.pth", ckpt)
+    base = (f"arch.checkpoint={ckpt}", "ood=[gaussian]", "detector=msp", *SMALL)
+    dice = run_cli(*base, "arch.normalization=dice")
+    odin = run_cli(*base, "arch.normalization=odin")
+    assert dice.returncode == 0 and odin.returncode == 0, odin.stderr[-2000:]
+    assert "nothing recomputed" not in odin.stdout and "cache hit" not in odin.stdout + odin.stderr
+    assert _rows(dice).auroc.iloc[0] != _rows(odin).auroc.iloc[0]
+    assert "nothing recomputed" in run_cli(*base, "arch.normalization=odin").stdout  # same config: served
+
+
+def test_a_damaged_decoded_archive_is_rebuilt_not_used(run_cli, tmp_path):
+    """A decoded archive under ``<cache>/prepared/`` carries the sha256 of its bytes; a damaged one is rebuilt (a
+    log line says so), never used while the row claims the sha256-checked archive."""
+    args = ("ood=[isun]", "detector=msp", "cache=false", *SMALL)
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (npy,) = (run_cli.cache / "prepared").glob("iSUN.tar.gz.*.npy")
+    raw = bytearray(npy.read_bytes())
+    raw[-5000:-4000] = bytes(1000)  # zero a kilobyte of pixels: still a valid .npy file
+    npy.write_bytes(bytes(raw))
+    second = run_cli(*args)
+    assert second.returncode == 0 and "failed its sha256 check; rebuilding it" in second.stdout + second.stderr
+    assert _rows(second).auroc.iloc[0] == _rows(first).auroc.iloc[0]
+
+
+def test_a_truncated_kept_score_file_still_gives_a_summary(run_cli, tmp_path):
+    """A damaged scores.npz in a multirun: the summary is still written, and names the cell whose scores are
+    damaged (it used to be a BadZipFile warning and no summary.md)."""
+    args = ("-m", "detector=msp,energy", "ood=[gaussian]", *SMALL)
+    assert run_cli(*args).returncode == 0
+    sweep = Path(run_cli.last_out)
+    victim = sorted(sweep.glob("*/scores.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])
+    from oodbench.runner.sweep import summarize
+
+    summarize(sweep)
+    text = (sweep / "summary.md").read_text()
+    assert "per-image scores damaged" in text and str(victim) in text
+
+
+def test_folder_links_count_each_file_once_and_never_loop(run_cli, shared_data, tmp_path):
+    """A linked folder is walked once, a linked file counts once, a link loop ends (issue 19: ``followlinks=True``
+    could count a file twice or loop)."""
+    data = tmp_path / "data"
+    shutil.copytree(shared_data / "cifar10", data / "cifar10")
+    folder = _folder(data / "mine", 6)
+    os.symlink(folder, folder / "loop")  # a loop
+    os.symlink(folder / "000.png", folder / "zzz.png")  # a second name for one file
+    (data / "other").mkdir()
+    os.symlink(folder, data / "other" / "again")  # the same folder reached twice is outside the set: not counted
+    proc = run_cli(f"paths.data={data}", _folder_set(folder), "ood=[gaussian]", "detector=msp", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    row = _rows(proc).query("ood_dataset == 'mine'").iloc[0]
+    assert int(row.n_ood) == 6 and "6 files" in row.ood_source
+
+
+@pytest.mark.parametrize("kind", ["bomb", "truncated"])
+def test_an_image_pillow_refuses_is_a_bad_image(run_cli, shared_data, tmp_path, kind):
+    """A decompression bomb or a truncated file is named like any bad image, and skippable."""
+    data = tmp_path / "data"
+    shutil.copytree(shared_data / "cifar10", data / "cifar10")
+    folder = _folder(data / "mine", 5)
+    if kind == "bomb":
+        Image.new("L", (20000, 20000)).save(folder / "bomb.png", optimize=True)  # 4e8 pixels > 2 × MAX_IMAGE_PIXELS
+    else:
+        raw = (folder / "000.png").read_bytes()
+        (folder / "cut.png").write_bytes(raw[: len(raw) // 2])
+    bad = "bomb.png" if kind == "bomb" else "cut.png"
+    proc = run_cli(f"paths.data={data}", _folder_set(folder), "ood=[gaussian]", "detector=msp", *SMALL)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr  # the set fails, the others run
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("not run: mine: unusable: "))
+    assert f"1 unreadable image file(s) in OOD set mine under {folder}: {bad} " in line  # today's folder and file
+    skip = run_cli(f"paths.data={data}", _folder_set(folder), "ood=[gaussian]", "detector=msp", *SMALL,
+                   "+ood.mine.on_bad_image=skip")
+    assert skip.returncode == 0 and int(_rows(skip).query("ood_dataset == 'mine'").n_ood.iloc[0]) == 5

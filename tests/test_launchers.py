@@ -146,7 +146,7 @@ def test_parallel_launchers_give_the_sequential_rows_with_one_forward_pass_each(
                                f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, env=env,
                               cwd=REPO_ROOT, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        logs = "".join(p.read_text() for p in sweep.glob("*/run.log"))
+        logs = "".join(p.read_text() for p in sweep.glob("*/oodbench.log"))
         misses = re.findall(r"cache miss (\S+)", logs)
         assert sorted(misses) == ["cifar10", "gaussian", "isun"], (name, misses)  # one pass per set
         assert len(re.findall(r"cache (?:hit|miss) ", logs)) == 6  # 2 cells x 3 sets

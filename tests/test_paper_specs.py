@@ -3,6 +3,7 @@ paper is one YAML + one CSV (+ notes); make_tables honours OODBENCH_RESULTS and 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,10 +15,10 @@ import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from oodbench.paths import REPO_ROOT
-from oodbench.tables import cells as cells_mod
+from oodbench.paths import CONFIG_DIR, REPO_ROOT
+from oodbench.store import store as store_mod
 from oodbench.tables import engine
-from oodbench.tables.cells import CONFIG_DIR, grid_overrides
+from oodbench.tables.cells import grid_overrides
 
 SPECS = engine.spec_names()
 MAKE_TABLES = [sys.executable, str(REPO_ROOT / "scripts" / "make_tables.py")]
@@ -44,8 +45,8 @@ def test_every_existing_page_has_a_spec() -> None:
 def test_a_spec_reads_exactly_the_runs_its_sweep_writes(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     jobs = sweep_jobs(spec)
     read: list[Path] = []
-    real = cells_mod.read_rows
-    monkeypatch.setattr(cells_mod, "read_rows", lambda p: read.append(Path(p)) or real(p))
+    real = store_mod.read_rows
+    monkeypatch.setattr(store_mod, "read_rows", lambda p: read.append(Path(p)) or real(p))
     _, _, cells = engine.build(spec, REPO_ROOT / "results")
     assert [c.overrides for c in cells] == jobs  # the page's cells are the sweep's jobs, in order
     composed = [c for c in cells if not c.error]
@@ -182,3 +183,47 @@ def test_a_corrupt_stored_csv_is_one_line_and_exit_2(toy: tuple[Path, Path], dam
 def test_unknown_page_is_one_line() -> None:
     out = subprocess.run([*MAKE_TABLES, "--only", "no_such_paper"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 2 and out.stderr.startswith("oodbench: error: no paper spec no_such_paper")
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("      keys: {", "      kees: {"), "missing keys; unknown kees (allowed:"),
+    (("      match: {", "      mach: {"), "unknown mach (allowed:"),
+    (("    - kind: compare", "    - kind: comparison"), "kind 'comparison' is not a block kind; choose from compare"),
+    (("        auroc: AUROC", "        auroc: {label: AUROC, our: auroc}"), "metrics.auroc: unknown our (allowed:"),
+])
+def test_a_malformed_spec_is_one_line_naming_the_allowed_keys(toy: tuple[Path, Path], edit: tuple[str, str],
+                                                              expected: str) -> None:
+    """Issue 19: a misspelt or missing key of a page block is one line (not a KeyError, not a silently dropped
+    column)."""
+    configs, results = toy
+    spec = configs / "paper" / "toy.yaml"
+    assert edit[0] in spec.read_text()
+    spec.write_text(spec.read_text().replace(edit[0], edit[1], 1))
+    out = subprocess.run([*MAKE_TABLES, "--configs", str(configs), "--results", str(results)], capture_output=True,
+                         text=True, cwd=REPO_ROOT)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-1500:]
+    line = out.stderr.strip()
+    assert "\n" not in line and line.startswith("oodbench: error: configs/paper/toy.yaml paper.blocks[0]")
+    assert expected in line
+
+
+def test_make_tables_refuses_a_missing_results_dir(tmp_path: Path) -> None:
+    """Issue 19: ``make tables --results <missing>`` used to exit 0, create the dir and write empty pages."""
+    missing = tmp_path / "no_such_results"
+    out = subprocess.run([*MAKE_TABLES, "--results", str(missing)], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.returncode == 2 and out.stderr.strip().startswith("oodbench: error: results dir ")
+    assert "\n" not in out.stderr.strip() and not missing.exists()
+
+
+def test_a_cell_stored_under_another_config_is_named(toy: tuple[Path, Path]) -> None:
+    """A cell whose stored neighbour differs in a protocol field does not silently read "not run yet": the page says
+    which stored cell nearly matches and which fields differ."""
+    configs, results = toy
+    cells = engine.build("toy", results, configs)[2]
+    energy = next(c for c in cells if "detector=energy" in c.overrides)
+    stored = cells[0].path(results)
+    other = energy.path(results).with_name(energy.run_name.rsplit("-", 1)[0] + "-00000000.csv")
+    config = {**energy.identity, "protocol": {**energy.identity["protocol"], "bootstrap": 7}}
+    pd.read_csv(stored).assign(detector="energy", config=json.dumps(config)).to_csv(other, index=False)
+    md = engine.build("toy", results, configs)[1]
+    assert f"{other.name}: protocol.bootstrap: 7 (stored) vs " in md

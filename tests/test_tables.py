@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from oodbench.metrics import significance as significance_stats
 from oodbench.paths import REPO_ROOT
 from oodbench.tables import engine, layout
 from oodbench.tables.compare import cell
@@ -189,14 +190,14 @@ def test_page_sentences_match_the_stored_rows() -> None:
 
 def test_chance_flags_and_holm() -> None:
     """A perfect reproduction flags 4.55 % of cells (|Δ| > 2σ); Holm's step-down keeps the family-wise error."""
-    mean, hi = layout.chance_flags(1)
+    mean, hi = significance_stats.chance_flags(1)
     assert mean == pytest.approx(0.0455, abs=1e-4) and hi == 0
-    mean, hi = layout.chance_flags(100)
+    mean, hi = significance_stats.chance_flags(100)
     assert mean == pytest.approx(4.55, abs=0.01) and hi == 8  # Binomial(100, 0.0455): P(X ≤ 8) ≥ 0.95 > P(X ≤ 7)
-    assert layout.holm([0.001, 0.04, 0.03, 0.2]) == [True, False, False, False]  # 0.03 > 0.05 / 3
-    assert layout.holm([0.01, 0.012, 0.02]) == [True, True, True]  # 0.01 ≤ .05/3, 0.012 ≤ .05/2, 0.02 ≤ .05
+    assert significance_stats.holm([0.001, 0.04, 0.03, 0.2]) == [True, False, False, False]  # 0.03 > 0.05 / 3
+    assert significance_stats.holm([0.01, 0.012, 0.02]) == [True, True, True]  # 0.01 ≤ .05/3, 0.012 ≤ .05/2, 0.02 ≤ .05
     cmp = pd.DataFrame({"delta": [1.0, -4.0, 0.0], "noise": [2.0, 2.0, 0.0]})  # noise = 2σ: Δ = 1σ, −4σ, exact
-    p = layout.cell_pvalues(cmp)
+    p = significance_stats.cell_pvalues(cmp.delta.astype(float), cmp.noise.astype(float))
     assert p[0] == pytest.approx(0.3173, abs=1e-4) and p[1] == pytest.approx(6.334e-5, rel=1e-3) and p[2] == 1.0
 
 

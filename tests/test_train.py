@@ -230,9 +230,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_resume_continues_and_refuses_another_arch(tmp_path):
     method = EnergyFT(-4.0, 0.0, 1.0)
-    run_tiny(tiny_model(), method, tmp_path, epochs=2)
+    run_tiny(tiny_model(), method, tmp_path, epochs=3, keep_last=None)
     with pytest.raises(OodbenchError, match="resume=true"):
         run_tiny(tiny_model(), method, tmp_path, epochs=3)
+    for name in ("epoch_003.pt", "final.pt"):  # a run interrupted during its third epoch
+        (tmp_path / name).unlink()
     final = run_tiny(tiny_model(), method, tmp_path, epochs=3, resume=True, keep_last=1)
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_003.pt", "final.pt"]
     ckpt = torch.load(final, weights_only=True)
@@ -240,8 +242,22 @@ def test_resume_continues_and_refuses_another_arch(tmp_path):
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 4
     other = {"arch": "wrn40_2", "num_classes": 3, "method": "energy_ft", "mean": [0.5] * 3, "std": [0.25] * 3}
     with pytest.raises(OodbenchError, match="cannot resume.*arch is 'tiny'") as err:
-        run_tiny(tiny_model(), method, tmp_path, epochs=4, resume=True, meta=other)
+        run_tiny(tiny_model(), method, tmp_path, epochs=3, resume=True, meta=other)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("change", [{"lr": 0.1}, {"epochs": 4}, {"weight_decay": 1e-3}])
+def test_resume_with_another_schedule_is_refused(tmp_path, change):
+    """A changed lr / epochs / weight decay would continue on a mixed schedule and record values it never used:
+    one line naming the differing field, and the saved run is left as it was."""
+    method = EnergyFT(-4.0, 0.0, 1.0)
+    run_tiny(tiny_model(), method, tmp_path, epochs=3)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    args = {"epochs": 3, "lr": 0.05, **change}
+    with pytest.raises(OodbenchError, match=f"differs from the saved one in settings.{next(iter(change))}") as err:
+        run_tiny(tiny_model(), method, tmp_path, resume=True, **args)
+    assert "\n" not in str(err.value) and "another out=" in str(err.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_missing_outlier_pool_says_where(tmp_path):

@@ -1,8 +1,11 @@
 """OOD test sets distributed as image archives (ODIN's iSUN, LSUN, TinyImageNet; Tiny-ImageNet test).
 
-``prepare`` verifies the archive's sha256, decodes every image in ODIN's order (torchvision ``ImageFolder``
-sorts file names as strings, so ``10.jpg`` precedes ``2.jpg``) and caches the uint8 array under the cache dir,
-keyed by the archive digest. Later runs load the array in milliseconds.
+``load_archive_set`` verifies the archive's sha256 (remembered under the file's stat signature, so a warm run does
+not re-read it), lists its members once in ODIN's order (torchvision ``ImageFolder`` sorts file names as strings, so
+``10.jpg`` precedes ``2.jpg``; the listing is cached with the image size) and returns a set whose pixels are deferred
+(:mod:`oodbench.data.deferred`): the images a run scores are decoded in one pass over the archive and cached under
+the cache dir, keyed by the archive digest and the exact member positions, with the digest of their bytes.
+``prepare`` decodes the whole archive (the training outlier pool, TinyImageNet-crop's source images).
 
 ``decoder``: ``pillow`` (default: Pillow's bundled libjpeg-turbo, which decodes these files bit-identically to IJG
 libjpeg 6b) or ``libjpeg<version>`` (e.g. ``libjpeg9b``: IJG libjpeg 9b, which
@@ -13,7 +16,9 @@ upsamples 4:2:0 chroma in the DCT domain, so pixels differ) through the optional
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
+import json
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -23,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 from oodbench.data.base import ImageSet
-from oodbench.data.files import cached_array, require_file, verify_sha256
+from oodbench.data.deferred import DeferredImages
+from oodbench.data.files import cached_array, read_verified, require_file, verify_sha256, write_verified
 from oodbench.errors import OodbenchError
 
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
@@ -55,13 +61,20 @@ def _jpeg_decoder(decoder: str) -> Callable[[bytes], Image.Image]:
     return decode
 
 
-def _decode_archive(archive: Path, member_glob: str, size: int | None, decoder: str = "pillow") -> np.ndarray:
-    """Decode in the archive's own order (one sequential pass: no gzip re-seeks), then sort by file name."""
+def _members(m: tarfile.TarInfo, member_glob: str) -> bool:
+    return m.isfile() and m.name.lower().endswith(_IMAGE_EXT) and fnmatch.fnmatch(m.name, member_glob)
+
+
+def _decode_archive(archive: Path, member_glob: str, size: int | None, decoder: str = "pillow",
+                    wanted: list[str] | None = None) -> np.ndarray:
+    """Decode the members ``wanted`` (all when None) in one sequential pass over the archive (no gzip re-seeks),
+    returned in the order of ``wanted`` (else sorted by file name)."""
     decoded: dict[str, np.ndarray] = {}
     decode = _jpeg_decoder(decoder)
+    keep = None if wanted is None else set(wanted)
     with tarfile.open(archive, "r:*") as tar:
         for m in tar:
-            if not (m.isfile() and m.name.lower().endswith(_IMAGE_EXT) and fnmatch.fnmatch(m.name, member_glob)):
+            if not _members(m, member_glob) or (keep is not None and m.name not in keep):
                 continue
             img = decode(tar.extractfile(m).read())
             if size is not None and img.size != (size, size):
@@ -72,18 +85,61 @@ def _decode_archive(archive: Path, member_glob: str, size: int | None, decoder: 
     shapes = {a.shape for a in decoded.values()}
     if len(shapes) != 1:
         raise OodbenchError(f"{archive}: images of several sizes {sorted(shapes)[:3]}; set `size` to resize")
-    return np.stack([decoded[name] for name in sorted(decoded)])
+    names = sorted(decoded) if wanted is None else wanted
+    missing = [n for n in names if n not in decoded]
+    if missing:
+        raise OodbenchError(f"{archive}: {len(missing)} listed members are missing (e.g. {missing[0]}); the archive "
+                            "changed while being read")
+    return np.stack([decoded[name] for name in names])
+
+
+def listing(archive: Path, digest: str, member_glob: str, cache_dir: Path, size: int | None,
+            decoder: str = "pillow") -> tuple[list[str], tuple[int, int]]:
+    """The image members of ``archive`` in ODIN's (sorted-name) order and the image size after ``size``: read once
+    (one pass over the archive's headers, one image decoded), then cached with the digest of its bytes."""
+    tag = "" if decoder == "pillow" else f".{decoder}"
+    glob = hashlib.sha256(member_glob.encode()).hexdigest()[:8]
+    target = cache_dir / "prepared" / f"{archive.name}.{digest[:16]}.{glob}.{size or 'orig'}{tag}.listing.json"
+    if read_verified(target):
+        try:
+            rec = json.loads(target.read_text())
+            return list(rec["names"]), (int(rec["hw"][0]), int(rec["hw"][1]))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            target.unlink(missing_ok=True)
+    with tarfile.open(archive, "r:*") as tar:
+        names = sorted(m.name for m in tar if _members(m, member_glob))
+    if not names:
+        raise OodbenchError(f"{archive} holds no images matching {member_glob!r}; is it the right archive?")
+    first = _decode_archive(archive, member_glob, size, decoder, names[:1])[0]
+    write_verified(target, lambda tmp: tmp.write_text(json.dumps({"names": names, "hw": list(first.shape[:2])})))
+    return names, (int(first.shape[0]), int(first.shape[1]))
+
+
+def deferred_archive(archive: Path, digest: str, member_glob: str, cache_dir: Path, size: int | None,
+                     decoder: str = "pillow") -> DeferredImages:
+    """The archive's images as a :class:`DeferredImages`: a view decodes exactly its members (one pass), cached as
+    ``prepared/<archive>.<digest16>.<size>.<positions digest>.npy`` with the digest of its bytes."""
+    names, hw = listing(archive, digest, member_glob, cache_dir, size, decoder)
+    tag = "" if decoder == "pillow" else f".{decoder}"
+
+    def make(positions: np.ndarray) -> np.ndarray:
+        pos = np.asarray(positions, dtype=np.int64)
+        every = len(pos) == len(names) and bool((pos == np.arange(len(names))).all())
+        key = "all" if every else hashlib.sha256(pos.tobytes()).hexdigest()[:16]
+        target = cache_dir / "prepared" / f"{archive.name}.{digest[:16]}.{size or 'orig'}{tag}.{key}.npy"
+        wanted = [names[i] for i in pos]
+        return cached_array(target, lambda: _decode_archive(archive, member_glob, size, decoder, wanted))
+
+    return DeferredImages(make, len(names), hw, np.uint8, what=archive.name)
 
 
 def prepare(
     archive: Path, sha256: str | None, member_glob: str, cache_dir: Path, size: int | None, decoder: str = "pillow"
 ) -> tuple[np.ndarray, str]:
-    """Verify and decode ``archive`` into the cache; return (images, archive sha256)."""
+    """Verify and decode the whole ``archive`` into the cache; return (images, archive sha256)."""
     _jpeg_decoder(decoder)  # an unknown decoder fails before any work
     digest = verify_sha256(archive, sha256, archive.name)
-    tag = "" if decoder == "pillow" else f".{decoder}"
-    target = cache_dir / "prepared" / f"{archive.name}.{digest[:16]}.{size or 'orig'}{tag}.npy"
-    return cached_array(target, lambda: _decode_archive(archive, member_glob, size, decoder)), digest
+    return deferred_archive(archive, digest, member_glob, cache_dir, size, decoder).materialize(), digest
 
 
 def load_archive_set(
@@ -100,7 +156,9 @@ def load_archive_set(
 ) -> ImageSet:
     """Load an image archive found at ``data_dir/archive`` (see module docstring)."""
     path = require_file(Path(data_dir) / archive, f"OOD set {name}", f"download from {url or 'its source'}")
-    images, digest = prepare(path, sha256, member_glob, Path(cache_dir), size, decoder)
+    _jpeg_decoder(decoder)  # an unknown decoder fails before any work
+    digest = verify_sha256(path, sha256, path.name)
+    images = deferred_archive(path, digest, member_glob, Path(cache_dir), size, decoder)
     tag = "" if decoder == "pillow" else f":{decoder}"  # the default keeps the ids of every stored row
     return ImageSet(
         name=name,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from oodbench.data.base import ImageSet
 from oodbench.data.files import atomic_savez, atomic_write_bytes
-from oodbench.data.lazy import list_images, listing_digest, resize_center_crop
+from oodbench.data.lazy import BAD_IMAGE, list_images, listing_digest, resize_center_crop
 from oodbench.errors import DataNotAvailable, OodbenchError
 
 log = logging.getLogger("oodbench")
@@ -28,7 +28,7 @@ def _decode(path: Path, resize: int, size: int) -> np.ndarray | str:
     try:
         with Image.open(path) as img:
             return resize_center_crop(img, resize, size)
-    except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for truncated / foreign files
+    except BAD_IMAGE as err:  # truncated, foreign, or a decompression bomb
         return f"{type(err).__name__}: {err}"
 
 

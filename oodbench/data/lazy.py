@@ -28,6 +28,9 @@ from PIL import Image
 
 from oodbench.errors import DataNotAvailable
 
+# what Pillow raises for a file that is not a decodable image: truncated or foreign data (OSError, SyntaxError,
+# ValueError) or an image larger than Image.MAX_IMAGE_PIXELS twice over (a decompression bomb)
+BAD_IMAGE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 
 
@@ -61,7 +64,7 @@ def decode_file(path: Path, resize: int, size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return resize_center_crop(img, resize, size)
-    except (OSError, SyntaxError, ValueError) as err:  # PIL raises these for truncated / foreign files
+    except BAD_IMAGE as err:  # truncated, foreign, or a decompression bomb
         raise DataNotAvailable(f"cannot decode image {path} ({err}); the file is corrupt or missing: "
                                "re-extract the data set") from None
 
@@ -186,12 +189,26 @@ class ResampledImages(LazyImages):
 
 
 def list_images(root: Path) -> list[Path]:
-    """Every image file below ``root`` (torchvision's extensions, any case), sorted by relative path."""
-    found = []
+    """Every image file below ``root`` (torchvision's extensions, any case), sorted by relative path.
+
+    Links: a link is what it points to — a linked folder is walked, a linked file counts — but every folder is
+    walked once (by its real path: a link loop or two links to one folder cannot repeat it) and every file counts
+    once (by its real path, at its first relative path in sorted order). A dangling link is listed, and then
+    reported as unreadable like any file that does not decode."""
+    found: list[tuple[str, Path]] = []
+    walked: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        found += [Path(dirpath) / f for f in filenames if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+        walked.add(os.path.realpath(dirpath))
+        dirnames[:] = sorted(d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in walked)
+        found += [(Path(dirpath, f).relative_to(root).as_posix(), Path(dirpath) / f) for f in filenames
+                  if f.lower().endswith(IMAGE_EXTENSIONS)]
+    out, real = [], set()
+    for _, p in sorted(found):
+        r = os.path.realpath(p)
+        if r not in real:
+            real.add(r)
+            out.append(p)
+    return out
 
 
 def listing_digest(root: Path, files: list[Path], *extra: object) -> str:

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from oodbench.data.archives import prepare
+from oodbench.data.archives import deferred_archive
 from oodbench.data.base import ImageSet
-from oodbench.data.files import require_file
+from oodbench.data.deferred import DeferredImages
+from oodbench.data.files import require_file, verify_sha256
 from oodbench.errors import OodbenchError
 
 _NOISE = {
@@ -26,11 +27,16 @@ _NOISE = {
 def make_noise(
     name: str, kind: str, n: int = 10000, size: int = 32, seed: int = 0, data_dir: str = "", cache_dir: str = ""
 ) -> ImageSet:
-    """``n`` noise images of ``kind`` (gaussian / uniform); float32 pixels in [0, 1] (no files are read)."""
+    """``n`` noise images of ``kind`` (gaussian / uniform); float32 pixels in [0, 1] (no files are read), generated
+    when first needed (the seeded stream is drawn once for all ``n``, then the view's images are taken)."""
     if kind not in _NOISE:
         raise ValueError(f"noise kind {kind!r}: choose from {sorted(_NOISE)}")
-    rng = np.random.default_rng(seed)
-    images = _NOISE[kind](rng, (n, size, size, 3)).astype(np.float32)
+
+    def make(positions: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return _NOISE[kind](rng, (n, size, size, 3)).astype(np.float32)[positions]
+
+    images = DeferredImages(make, n, (size, size), np.float32, what=f"{kind} noise")
     return ImageSet(
         name=name,
         images=images,
@@ -53,14 +59,22 @@ def load_tin_crop(
     ODIN's other sets are distributed (32x32 q75 4:2:0 JPEGs); None (default) keeps the decoded source pixels.
     """
     path = require_file(Path(data_dir) / archive, f"OOD set {name}", f"download from {url}")
-    full, digest = prepare(path, sha256, member_glob, Path(cache_dir), size=None)
-    rng = np.random.default_rng(seed)
+    digest = verify_sha256(path, sha256, path.name)
+    full = deferred_archive(path, digest, member_glob, Path(cache_dir), size=None)
     h, w = full.shape[1:3]
-    ys = rng.integers(0, h - crop + 1, len(full))
+    rng = np.random.default_rng(seed)
+    ys = rng.integers(0, h - crop + 1, len(full))  # offsets drawn for every image, so a subset crops the same way
     xs = rng.integers(0, w - crop + 1, len(full))
-    images = np.stack([im[y : y + crop, x : x + crop] for im, y, x in zip(full, ys, xs)])
-    if jpeg_quality is not None:
-        images = np.stack([_jpeg_roundtrip(im, int(jpeg_quality)) for im in images])
+    if jpeg_quality is not None and not 1 <= int(jpeg_quality) <= 100:
+        raise OodbenchError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+
+    def make(positions: np.ndarray) -> np.ndarray:
+        source = full[positions]
+        source = source.materialize() if isinstance(source, DeferredImages) else source
+        out = np.stack([im[y : y + crop, x : x + crop] for im, y, x in zip(source, ys[positions], xs[positions])])
+        return out if jpeg_quality is None else np.stack([_jpeg_roundtrip(im, int(jpeg_quality)) for im in out])
+
+    images = DeferredImages(make, len(full), (crop, crop), np.uint8, what="TinyImageNet crops")
     tag = "" if jpeg_quality is None else f", stored as JPEG q{jpeg_quality} 4:2:0 and decoded"
     return ImageSet(
         name=name,

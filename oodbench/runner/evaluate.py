@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 
 from oodbench.detectors.base import Detector
 from oodbench.metrics import bootstrap_metrics, compute_all, compute_all_odin, fpr_at_tpr, odin_grid
@@ -14,33 +14,32 @@ from oodbench.metrics import bootstrap_metrics, compute_all, compute_all_odin, f
 NOISE_KEYS = ("fpr95", "auroc", "aupr_in", "aupr_out", "detection_error")
 
 
-def evaluate_pair(
-    id_scores: np.ndarray, ood_scores: np.ndarray, det: Detector, cfg: DictConfig, num_classes: int
-) -> dict[str, Any]:
+def evaluate_pair(id_scores: np.ndarray, ood_scores: np.ndarray, det: Detector, protocol: Mapping[str, Any],
+                  detector_name: str, num_classes: int) -> dict[str, Any]:
     """Protocol metrics (fractions) + ``<metric>_std`` from a seeded bootstrap over ID and OOD images.
 
     ``protocol.metrics = odin`` uses ODIN's threshold-grid definitions (grid bounds from ODIN's code for
     softmax scores at T = 1 / 1000, else the scores' range); ``standard`` the exact ones. The bootstrap
     resamples ID and OOD images independently and recomputes the same definitions.
     """
-    p = cfg.protocol
-    if p.metrics == "odin":
+    p = protocol
+    if p["metrics"] == "odin":
         temperature = det.metric_hints().get("softmax_temperature", float("nan"))
         start, end = odin_grid(num_classes, temperature, id_scores, ood_scores)
         metric_fn = partial(compute_all_odin, start=start, end=end)
         definition = f"odin threshold grid [{start:g}, {end:g}), 100000 steps; fpr95_oodpos exact"
     else:
-        metric_fn = partial(compute_all, detector=cfg.detector_name)
+        metric_fn = partial(compute_all, detector=detector_name)
         definition = "exact (ID positive); fpr95_oodpos: OpenOOD's, OOD positive"
     if p.get("draws"):
-        out: dict[str, Any] = _mean_over_draws(id_scores, ood_scores, metric_fn, p.draws, p.draw_size, p.seed)
-        definition += f"; mean over {p.draws} seeded draws of {p.draw_size} OOD images; fpr95 by Energy's rule"
+        out: dict[str, Any] = _mean_over_draws(id_scores, ood_scores, metric_fn, p["draws"], p["draw_size"], p["seed"])
+        definition += f"; mean over {p['draws']} seeded draws of {p['draw_size']} OOD images; fpr95 by Energy's rule"
     else:
         out = metric_fn(id_scores, ood_scores)
     out["metric_definition"] = definition
-    if p.bootstrap:
-        fast = None if p.metrics != "odin" else metric_fn  # None = the vectorised exact path
-        noise = bootstrap_metrics(id_scores, ood_scores, fast, n_boot=p.bootstrap, seed=p.seed)
+    if p.get("bootstrap"):
+        fast = None if p["metrics"] != "odin" else metric_fn  # None = the vectorised exact path
+        noise = bootstrap_metrics(id_scores, ood_scores, fast, n_boot=p["bootstrap"], seed=p["seed"])
         out.update({f"{k}_std": noise[k][0] for k in NOISE_KEYS if k in noise})
     return out
 

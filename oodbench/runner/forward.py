@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +15,8 @@ from tqdm import tqdm
 
 from oodbench.data.base import ImageSet
 from oodbench.data.lazy import LazyImages, default_threads
+
+_log = logging.getLogger("oodbench")
 
 
 @dataclass
@@ -133,10 +138,35 @@ def map_batches(
     out = []
     total = (len(data) + batch_size - 1) // batch_size
     batches = iter_batches(data, batch_size, num_workers, pin_memory=device.type == "cuda", device=device)
+    progress = LogProgress(desc, len(data))
     for x in tqdm(batches, total=total, desc=desc, leave=False, disable=None):
         y = fn(x.to(device, non_blocking=True))
         out.append(tuple(t.float().cpu() for t in y) if isinstance(y, tuple) else y.float().cpu())
+        progress.update(len(x))
     return out
+
+
+class LogProgress:
+    """Progress for logs (SLURM, nohup): when stderr is not a terminal (tqdm's bar is then off), one log line per
+    ~10 % of a pass with images/s and the time left; silent on a terminal and for passes under 10 s."""
+
+    def __init__(self, desc: str, total: int, every: float = 0.1) -> None:
+        self.desc, self.total, self.every = desc, total, every
+        self.on = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+        self.done, self.next, self.t0 = 0, every, time.time()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.on or self.total <= 0 or self.done / self.total < self.next:
+            return
+        elapsed = time.time() - self.t0
+        self.next = (int(self.done / self.total / self.every) + 1) * self.every
+        if elapsed < 10 and self.done < self.total:
+            return
+        rate = self.done / max(elapsed, 1e-9)
+        eta = (self.total - self.done) / max(rate, 1e-9)
+        _log.info("%s: %d/%d images (%.0f%%), %.1f images/s, %s left", self.desc, self.done, self.total,
+                  100 * self.done / self.total, rate, f"{eta:.0f}s" if eta < 120 else f"{eta / 60:.1f} min")
 
 
 @torch.no_grad()
@@ -145,7 +175,12 @@ def extract(model: nn.Module, data: ImageSet, device: torch.device, batch_size: 
     """Penultimate features and logits (``head(features)``) in one pass; ``num_workers`` decode workers
     (:func:`iter_batches`) overlap decoding with the forward and never change a number."""
 
+    both = getattr(model, "features_and_logits", None)  # a wrapped nn.Module: both from its one forward pass
+
     def step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if both is not None:
+            feats, logits = both(x)
+            return logits, feats
         feats = model.features(x)
         return model.head(feats), feats
 

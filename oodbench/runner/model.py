@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from oodbench.data.files import sha256_file
 from oodbench.detectors.base import CheckpointReference
 from oodbench.errors import CheckpointError
 from oodbench.models.registry import CHECKPOINTS, load_classifier, load_torchvision_classifier
@@ -19,7 +20,7 @@ from oodbench.runner.build import build
 def load_model(arch: DictConfig, weights_dir: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """``arch.checkpoint`` is a registered name (see ``oodbench.models.registry``) or a file path."""
     if arch.get("_target_"):  # an arch config with its own loader (efficientnet_lite0, timm): it returns both
-        model, prov = build(arch, f"arch {arch.name}", weights_dir=str(weights_dir))
+        model, prov = build(arch, f"arch {arch.name}", "arch", weights_dir=str(weights_dir))
         return model.to(device), prov
     ckpt = str(arch.checkpoint)
     if ckpt in CHECKPOINTS:
@@ -41,6 +42,38 @@ def load_model(arch: DictConfig, weights_dir: Path, device: torch.device) -> tup
             None, weights_dir, path=path, arch=arch.name, normalization=arch.get("normalization")
         )
     return model.to(device), prov
+
+
+def checkpoint_file(arch: DictConfig, weights_dir: Path) -> Path | None:
+    """The file ``load_model`` will read for ``arch``, when it can be told without loading (None otherwise: torch hub
+    lookups, a loader's own packaged file); used to key a reused session by the file's content."""
+    ckpt = str(arch.get("checkpoint", ""))
+    spec = CHECKPOINTS.get(ckpt)
+    if spec is not None:
+        return None if hub_hash_prefix(spec.filename) else Path(weights_dir) / spec.filename
+    path = Path(ckpt).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = Path(weights_dir) / path
+    return path if path.is_file() else None
+
+
+def describe_checkpoint(arch: DictConfig, weights_dir: Path) -> dict[str, Any] | None:
+    """Name, sha256, arch and class count of the checkpoint ``load_model`` will load, without loading it (the file's
+    sha256 is remembered under its stat signature): what a stored result is checked against before any model work.
+    None when only loading can tell (a loader's own file, a torch hub file, a missing or mismatching file: loading
+    then reports it)."""
+    file = checkpoint_file(arch, weights_dir)
+    if arch.get("_target_") or file is None or not file.is_file():
+        return None
+    digest = sha256_file(file)
+    ckpt = str(arch.get("checkpoint", ""))
+    spec = CHECKPOINTS.get(ckpt) or next((c for c in CHECKPOINTS.values() if c.sha256 == digest), None)
+    mismatch = spec is not None and (bool(spec.sha256 and digest != spec.sha256)
+                                     or (ckpt in CHECKPOINTS and spec.arch != arch.name))
+    if mismatch:
+        return None
+    return {"name": spec.name if spec else file.stem, "sha256": digest, "arch": spec.arch if spec else arch.name,
+            "num_classes": spec.num_classes if spec else None, "path": str(file)}
 
 
 def checkpoint_reference(arch: DictConfig, name: str, weights_dir: Path) -> CheckpointReference:

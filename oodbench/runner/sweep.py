@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from omegaconf import DictConfig
 
 from oodbench.metrics import compute_all
 from oodbench.metrics.joint import joint_replicates, paired_test
-from oodbench.runner.provenance import write_csv
+from oodbench.store import CorruptRows, read_rows, write_csv
 
 log = logging.getLogger("oodbench")
 SHOWN = ["fpr95", "auroc"]
@@ -31,7 +32,15 @@ def summarize(sweep_dir: Path) -> pd.DataFrame | None:
     files = sorted(sweep_dir.glob("*/metrics.csv")) + sorted(sweep_dir.glob("*/failed.csv"))
     if not files:
         return None
-    df = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    frames, damaged = [], []
+    for f in files:
+        try:
+            frames.append(read_rows(f) if f.name == "metrics.csv" else pd.read_csv(f))
+        except (CorruptRows, ValueError, OSError) as err:
+            damaged.append(f"{f.parent.name}: rows unreadable ({err.args[0] if err.args else err})")
+    if not frames:
+        return None
+    df = pd.concat(frames, ignore_index=True)
     write_csv(df, sweep_dir / "summary.csv")
     ok = df[df.status == "ok"].copy()
     lines = [f"# Sweep summary ({len(files)} cells, {int((df.status == 'failed').sum())} failed)", ""]
@@ -41,9 +50,14 @@ def summarize(sweep_dir: Path) -> pd.DataFrame | None:
             table = ok.pivot_table(index="setting", columns="ood_dataset", values=metric, sort=True) * 100
             table["mean"] = table.mean(axis=1)
             lines += [f"## {metric} (%)", "", *_markdown(table), ""]
-        lines += paired_section(sweep_dir, ok)
+        paired, bad_scores = paired_section(sweep_dir, ok)
+        lines += paired
+        damaged += bad_scores
     for r in df[df.status == "failed"].itertuples():
         lines.append(f"- failed: {r.run_name}: {r.message}")
+    for d in damaged:
+        log.warning("sweep summary: %s", d)
+        lines.append(f"- not paired: {d}")
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
     return df
 
@@ -57,17 +71,43 @@ def _same_images_key(row: pd.Series) -> str | None:
         return None
 
 
-def paired_section(sweep_dir: Path, ok: pd.DataFrame) -> list[str]:
+def _load_scores(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def paired_section(sweep_dir: Path, ok: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """:func:`paired_lines` on the scores the sweep's jobs kept (``*/scores.npz``); also returns one line per cell
+    whose kept scores are damaged (left out of the pairing, named)."""
+    if "inputs" not in ok.columns or ok.run_name.nunique() < 2:
+        return [], []
+    scores, damaged = {}, []
+    for f in sorted(sweep_dir.glob("*/scores.npz")):
+        try:
+            rows = read_rows(f.with_name("metrics.csv"))
+        except (CorruptRows, OSError):
+            continue
+        if not len(rows):
+            continue
+        loaded = _load_scores(f)
+        if loaded is None:
+            damaged.append(f"{rows.run_name.iloc[0]}: per-image scores damaged ({f}); rerun=true recomputes them")
+            continue
+        scores[str(rows.run_name.iloc[0])] = loaded
+    return paired_lines(ok, scores)[0], damaged
+
+
+def paired_lines(ok: pd.DataFrame, scores: dict[str, dict[str, np.ndarray]]) -> tuple[list[str], list[str]]:
     """Per OOD set, the best cell by AUROC against every other cell scored on the same images: ΔAUROC and ΔFPR95
     (other − best, points) with 95 % paired-bootstrap intervals and p-values (:func:`paired_test` on one
-    :func:`joint_replicates` draw per OOD set: each cell's replicates are computed once)."""
+    :func:`joint_replicates` draw per OOD set: each cell's replicates are computed once). ``ok``: rows with a
+    ``setting`` label; ``scores``: run name → its ``id__<set>`` / ``ood__<set>`` arrays. Returns (lines, cells not
+    paired)."""
     if "inputs" not in ok.columns or ok.run_name.nunique() < 2:
-        return []
-    scores = {}
-    for f in sweep_dir.glob("*/scores.npz"):
-        rows = pd.read_csv(f.with_name("metrics.csv")) if f.with_name("metrics.csv").is_file() else None
-        if rows is not None and len(rows):
-            scores[str(rows.run_name.iloc[0])] = f
+        return [], []
     several_ckpts = ok.checkpoint.nunique() > 1
     label = (lambda r: f"{r.checkpoint} {r.setting}") if several_ckpts else (lambda r: r.setting)
     out, missing = [], sorted(set(ok.run_name) - set(scores))
@@ -77,8 +117,8 @@ def paired_section(sweep_dir: Path, ok: pd.DataFrame) -> list[str]:
             continue
         pairs, full = {}, {}
         for r in group.itertuples():  # every cell's replicates once, on one shared draw (joint_replicates)
-            with np.load(scores[r.run_name]) as z:
-                pairs[r.run_name] = {ood: (z[f"id__{ood}"], z[f"ood__{ood}"])}
+            z = scores[r.run_name]
+            pairs[r.run_name] = {ood: (z[f"id__{ood}"], z[f"ood__{ood}"])}
             full[r.run_name] = compute_all(*pairs[r.run_name][ood])
         reps = joint_replicates(pairs, PAIRED_BOOT)
         best = group.iloc[0]
@@ -90,7 +130,7 @@ def paired_section(sweep_dir: Path, ok: pd.DataFrame) -> list[str]:
                        f"{100 * a['hi']:+.2f}] | {a['p']:.3f} | {100 * f['delta']:+.2f} [{100 * f['lo']:+.2f}, "
                        f"{100 * f['hi']:+.2f}] | {f['p']:.3f} | {tied} |")
     if not out:
-        return []
+        return [], missing
     lines = ["## Paired comparisons against the best cell of each OOD set", "",
              f"Same images for both cells; {PAIRED_BOOT} paired bootstrap resamples (ID and OOD images resampled "
              "identically for both); Δ = other − best, in points, with the 95 % interval; AUROC decides *best*, "
@@ -99,7 +139,7 @@ def paired_section(sweep_dir: Path, ok: pd.DataFrame) -> list[str]:
              "|---|---|---|---|---|---|---|---|", *out, ""]
     if missing:
         lines += [f"Not paired (no per-image scores kept; rerun=true recomputes them): {', '.join(missing)}", ""]
-    return lines
+    return lines, missing
 
 
 def _short(params: Any) -> str:

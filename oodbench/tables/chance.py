@@ -29,7 +29,8 @@ import pandas as pd
 
 from oodbench.metrics.core import compute_all
 from oodbench.metrics.joint import joint_replicates
-from oodbench.runner.provenance import stable_hash, write_csv
+from oodbench.metrics.significance import chance_flags, simulate_flags
+from oodbench.store import stable_hash, write_csv
 from oodbench.tables import layout
 from oodbench.tables.compare import ROUNDING
 from oodbench.tables.significance import SIG_DIR, kept_pair
@@ -50,8 +51,6 @@ def digest(cmp: pd.DataFrame) -> str:
 
 def simulate(cmp: pd.DataFrame, rows: pd.DataFrame, cache: Path | None) -> dict[str, float]:
     """The chance-flag count of a page's compared cells (``cmp``: the page's long records with a published value)."""
-    flags = np.zeros(N_BOOT)
-    simulated = 0
     rng = np.random.default_rng(SEED)
     idents = {(r.run_name, r.inputs_id): json.loads(r.inputs) for r in rows.itertuples()
               if "inputs" in rows.columns and isinstance(r.inputs, str)} if not rows.empty else {}
@@ -73,15 +72,10 @@ def simulate(cmp: pd.DataFrame, rows: pd.DataFrame, cache: Path | None) -> dict[
         usable.append((cell, set_key, r.our_metric, float(r.noise), pair))
     metrics = sorted({u[2] for u in usable})
     reps = joint_replicates(pairs, N_BOOT, SEED, metrics, id_sets) if usable else {}
-    for cell, set_key, metric, noise, pair in usable:
-        full = float(compute_all(*pair)[metric])
-        e = 100 * (reps[cell][set_key][metric] - full) + rng.uniform(-ROUNDING, ROUNDING, N_BOOT)
-        flags += np.abs(e) > noise
-        simulated += 1
-    others = len(cmp) - simulated
-    flags += rng.binomial(others, layout.CHANCE_FLAG, N_BOOT) if others else 0
-    return {"cells": len(cmp), "simulated": simulated, "mean": float(flags.mean()),
-            "q95": int(np.quantile(flags, 0.95, method="inverted_cdf")), "n_boot": N_BOOT}
+    errors = [100 * (reps[cell][set_key][metric] - float(compute_all(*pair)[metric]))
+              + rng.uniform(-ROUNDING, ROUNDING, N_BOOT) for cell, set_key, metric, _, pair in usable]
+    sim = simulate_flags(errors, [u[3] for u in usable], len(cmp) - len(usable), N_BOOT, rng)
+    return {"cells": len(cmp), "simulated": len(usable), **sim, "n_boot": N_BOOT}
 
 
 def refresh(name: str, df: pd.DataFrame, rows: pd.DataFrame, results: Path, cache: Path | None) -> bool:
@@ -109,7 +103,7 @@ def stored(results: Path, name: str, df: pd.DataFrame) -> dict[str, float] | Non
 
 
 def binomial_text(m: int, why: str) -> str:
-    mean, hi = layout.chance_flags(m)
+    mean, hi = chance_flags(m)
     return (f"A perfect reproduction would flag {mean:.1f} of these {m} cells by chance on average (4.55 % each), at "
             f"most {hi} in 95 % of pages if the cells were independent; they are not (they share their ID and OOD "
             f"images, and a cell's metrics move together), which widens that spread, but {why}.")
@@ -129,4 +123,4 @@ def text(sim: dict[str, float] | None, m: int) -> str:
             f"{int(sim['q95'])} in 95 % of pages, by simulation from our own joint bootstrap ({int(sim['n_boot'])} "
             f"draws sharing the ID and OOD images across cells, so correlated cells flag together; {part}; "
             f"`results/{SIG_DIR}/<page>.chance.csv`). Independent cells would give at most "
-            f"{layout.chance_flags(m)[1]}.")
+            f"{chance_flags(m)[1]}.")

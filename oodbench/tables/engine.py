@@ -31,9 +31,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from oodbench.errors import OodbenchError
+from oodbench.paths import CONFIG_DIR
+from oodbench.store import Store
 from oodbench.tables import chance, layout, names, significance
-from oodbench.tables.cells import CONFIG_DIR, Cell, load_cells, spec_cells
+from oodbench.tables.cells import Cell, load_cells, spec_cells
 from oodbench.tables.compare import cell, fmt_cell
+from oodbench.tables.spec import validate
 
 SPEC_DIR = "paper"
 NOTES_AFTER = "<!-- after the tables -->"  # notes below this line go under the tables (e.g. reading the Δs)
@@ -60,11 +64,15 @@ def spec_names(config_dir: Path = CONFIG_DIR) -> list[str]:
 
 
 def load_spec(name: str, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
-    """The ``paper:`` part of a spec file, unresolved (the runner's keys are not needed to render)."""
-    node = OmegaConf.load(spec_path(name, config_dir)).get("paper")
+    """The ``paper:`` part of a spec file, unresolved (the runner's keys are not needed to render), checked against
+    the schema (:func:`oodbench.tables.spec.validate`: one ``OodbenchError`` line for a missing or misspelt key)."""
+    try:
+        node = OmegaConf.load(spec_path(name, config_dir)).get("paper")
+    except Exception as err:  # noqa: BLE001 — a malformed YAML file: one line
+        raise OodbenchError(f"cannot read {spec_path(name, config_dir)}: {str(err).splitlines()[0]}") from None
     if node is None:
-        raise ValueError(f"{spec_path(name, config_dir)} has no `paper:` key")
-    return OmegaConf.to_container(node, resolve=False)  # type: ignore[return-value]
+        raise OodbenchError(f"{spec_path(name, config_dir)} has no `paper:` key")
+    return validate(OmegaConf.to_container(node, resolve=False), name)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
@@ -391,6 +399,12 @@ def provenance(ctx: Context) -> list[str]:
             ctx.rows
         out += [f"- `results/runs/{store}/`: {n_stored} of {len(mine)} cells stored."]
         out += layout.run_facts(rows, f"`python run.py +paper={ctx.name}`; stored rows `results/runs/{store}/`")
+    store_ = Store(ctx.results, Path())
+    unstored = [c for c in ctx.cells if not c.error and not c.path(ctx.results).is_file()]
+    near = next(((c, m) for c in unstored if (m := store_.near_misses(c.store, c.run_name, c.identity, 1))), None)
+    if near:
+        out.append(f"- {len(unstored)} cells not stored; a stored cell of the same detector and checkpoint is another "
+                   f"config, e.g. for `{' '.join(near[0].overrides)}`: {near[1][0]}.")
     bad = [c for c in ctx.cells if c.error]
     if bad:
         out.append(f"- {len(bad)} cells not run: {bad[0].error} (e.g. `{' '.join(bad[0].overrides)}`).")

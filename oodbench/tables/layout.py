@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from oodbench.metrics.significance import cell_pvalues, chance_flags, holm
+
 CELL_KEYS = ("ours", "published", "delta", "noise", "flag")
 
 
@@ -190,37 +192,6 @@ def compared(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df.status == "ok") & df.ours.notna() & df.published.notna()]
 
 
-CHANCE_FLAG = math.erfc(2 / math.sqrt(2))  # P(|Δ| > 2σ) for a perfect reproduction, Δ ~ N(0, σ²): 4.55 %
-
-
-def chance_flags(m: int, coverage: float = 0.95) -> tuple[float, int]:
-    """Flags a perfect reproduction raises over ``m`` cells: the mean, and the ``coverage`` quantile of the count
-    when the cells are independent (Binomial(m, 4.55 %)); shared ID images correlate the cells and widen it."""
-    p, total, k = CHANCE_FLAG, 0.0, 0
-    while True:
-        total += math.comb(m, k) * p**k * (1 - p) ** (m - k)
-        if total >= coverage or k == m:
-            return m * p, k
-        k += 1
-
-
-def holm(pvalues: Sequence[float], alpha: float = 0.05) -> list[bool]:
-    """Holm's step-down test over a page's cells: which differences stay significant at family-wise ``alpha``."""
-    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
-    keep = [False] * len(pvalues)
-    for rank, i in enumerate(order):
-        if pvalues[i] > alpha / (len(pvalues) - rank):
-            break
-        keep[i] = True
-    return keep
-
-
-def cell_pvalues(cmp: pd.DataFrame) -> list[float]:
-    """Two-sided normal p-value of each cell's Δ against its σ (``noise`` is 2σ)."""
-    return [math.erfc(abs(d) / (n / 2) / math.sqrt(2)) if n > 0 else (0.0 if d else 1.0)
-            for d, n in zip(cmp.delta.astype(float), cmp.noise.astype(float))]
-
-
 def noise_summary(df: pd.DataFrame, none: str = "", chance: Callable[[int], str] | None = None) -> str:
     """The page's headline: cells within noise, the flags a perfect reproduction raises by chance (``chance(m)``:
     the simulated text, :mod:`oodbench.tables.chance`; default the independent-cells bound) and Holm's count."""
@@ -229,7 +200,7 @@ def noise_summary(df: pd.DataFrame, none: str = "", chance: Callable[[int], str]
         return f"**No cell compared with a published value.** {none}".rstrip()
     within = int((cmp.flag == "").sum())
     mean, hi = chance_flags(len(cmp))
-    n_holm = sum(holm(cell_pvalues(cmp)))
+    n_holm = sum(holm(cell_pvalues(cmp.delta.astype(float), cmp.noise.astype(float))))
     by_chance = chance(len(cmp)) if chance else (
         f"A perfect reproduction would flag {mean:.1f} of these {len(cmp)} cells by chance on average (4.55 % each), "
         f"at most {hi} in 95 % of pages if the cells were independent (they share their ID images, which widens "
@@ -243,7 +214,7 @@ def flagged_lines(df: pd.DataFrame, label: Callable[[object], str], metric_names
     cmp = compared(df)
     if cmp.empty or (cmp.flag == "").all():
         return []
-    cmp = cmp.assign(holm=holm(cell_pvalues(cmp)))
+    cmp = cmp.assign(holm=holm(cell_pvalues(cmp.delta.astype(float), cmp.noise.astype(float))))
     flagged = cmp[cmp.flag != ""]
     return ["", "## Cells outside the noise", "", "‡ = still significant after Holm's correction over the page's "
             f"{len(cmp)} compared cells.", ""] + [

@@ -24,7 +24,6 @@ paired tests) and keeps a current one, so a fresh clone renders the same page.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,9 @@ import numpy as np
 import pandas as pd
 
 from oodbench.metrics.core import compute_all
-from oodbench.metrics.joint import joint_replicates, mean_over_sets, paired_test
-from oodbench.runner.provenance import stable_hash, write_csv
-from oodbench.runner.store import kept_scores_file
+from oodbench.metrics.joint import joint_replicates, mean_over_sets
+from oodbench.metrics.significance import column_tests
+from oodbench.store import Store, stable_hash, write_csv
 from oodbench.tables import layout
 
 N_BOOT, SEED, ALPHA = 1000, 0, 0.05
@@ -49,18 +48,16 @@ def path(results: Path, spec: str) -> Path:
 
 def kept_pair(cache: Path | None, run_name: object, inputs_id: object, ood: str, metric: str, stored: float,
               tol: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """The (ID, OOD) scores run ``run_name`` kept for set ``ood`` (:func:`~oodbench.runner.store.scores_path`), or
-    None when absent or when the exact ``metric`` on them is more than ``tol`` from the ``stored`` value (fraction):
-    a file left under the same run and inputs by other code or another machine is never paired with this row."""
+    """The (ID, OOD) scores run ``run_name`` kept for set ``ood`` (:meth:`~oodbench.store.Store.kept_scores`), or
+    None when absent, damaged, or when the exact ``metric`` on them is more than ``tol`` from the ``stored`` value
+    (fraction): a file left under the same run and inputs by other code or another machine is never paired with this
+    row."""
     if cache is None or not isinstance(run_name, str):
         return None
-    f = kept_scores_file(cache, run_name, str(inputs_id))
-    if not f.is_file():
+    z = Store(Path(), Path(cache)).kept_scores(run_name, str(inputs_id))
+    if z is None or f"id__{ood}" not in z or f"ood__{ood}" not in z:
         return None
-    with np.load(f) as z:
-        if f"id__{ood}" not in z or f"ood__{ood}" not in z:
-            return None
-        pair = (z[f"id__{ood}"], z[f"ood__{ood}"])
+    pair = (z[f"id__{ood}"], z[f"ood__{ood}"])
     return pair if abs(float(compute_all(*pair)[metric]) - stored) <= tol else None
 
 
@@ -118,24 +115,13 @@ def checkpoint_records(rows: pd.DataFrame, ckpt: str, dets: list[str], sets: lis
                     sd[d] = None if any(s is None or pd.isna(s) for s in stds) else float(np.mean(stds))
             if len(value) < 2:
                 continue
-            top = (min if lower else max)(value.values())
-            best = min((d for d in value if value[d] == top), key=lambda d: d not in reps)  # equal: a paired one
-            tests = []
-            for d in (d for d in value if d != best):
-                delta = value[d] - value[best]
-                if d in reps and best in reps:
-                    rep = (mean_over_sets(reps[d], cols, metric) - mean_over_sets(reps[best], cols, metric))
-                    tests.append((d, delta, paired_test(delta, rep)["p"], "paired"))
-                else:
-                    s2 = (sd[d] or 0.0) ** 2 + (sd[best] or 0.0) ** 2
-                    p = math.erfc(abs(delta) / math.sqrt(2 * s2)) if s2 > 0 else float(delta == 0)
-                    tests.append((d, delta, p, "unpaired"))
-            sig = layout.holm([p for *_, p, _ in tests], ALPHA)
+            cols_reps = {d: mean_over_sets(reps[d], cols, metric) for d in value if d in reps}
+            best, tests = column_tests(value, sd, cols_reps, lower, ALPHA)
             base = {"checkpoint": ckpt, "metric": metric, "column": col, "best": best, "digest": tag, "n_boot": N_BOOT}
             out.append({**base, "detector": best, "value": value[best], "delta": 0.0, "p": None,
                         "significant": None, "test": "best"})
-            out += [{**base, "detector": d, "value": value[d], "delta": delta, "p": p, "significant": bool(s),
-                     "test": how} for (d, delta, p, how), s in zip(tests, sig)]
+            out += [{**base, "detector": t["detector"], "value": value[t["detector"]], "delta": t["delta"],
+                     "p": t["p"], "significant": t["significant"], "test": t["test"]} for t in tests]
     return out
 
 

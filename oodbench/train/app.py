@@ -17,6 +17,7 @@ from oodbench.models.legacy import read_state_dict
 from oodbench.models.two_head import SUFFIX, expand_state
 from oodbench.paths import resolve
 from oodbench.runner.build import build
+from oodbench.runner.checks import Option, check_table
 from oodbench.runner.forward import resolve_device
 from oodbench.train.data import EpochBatches, load_id_train, load_outliers
 from oodbench.train.loop import Settings, train
@@ -83,8 +84,28 @@ def init_model(base_arch: str, arch: str, num_classes: int, init: str | None, no
                         f"asked; use arch={prov['arch'].removesuffix(SUFFIX)} or another init=")
 
 
+TRAIN_OPTIONS: dict[str, Option] = {
+    "epochs": Option("int", lo=1),
+    "lr": Option("number", lo=0),
+    "lr_min": Option("number", lo=0),
+    "momentum": Option("number", lo=0, hi=1),
+    "nesterov": Option("bool"),
+    "weight_decay": Option("number", lo=0),
+    "batch_size": Option("int", lo=1),
+    "outlier_batch_size": Option("int", lo=1),
+    "seed": Option("int", lo=0),
+    "device": Option("device"),
+    "amp": Option("bool", auto=True),
+    "max_steps": Option("int", lo=1, nullable=True),
+    "resume": Option("bool"),
+    "keep_last": Option("int", lo=1, nullable=True),
+    "num_workers": Option("int", lo=0),
+}
+
+
 def main(cfg: DictConfig) -> Path:
     """Run one training job; return the path of ``final.pt``."""
+    check_table(cfg, TRAIN_OPTIONS)  # one line naming a bad option, before any work
     paths = {k: resolve(k, cfg.paths.get(k)) for k in ("data", "weights", "cache")}
     if cfg.id not in cfg.datasets:
         raise OodbenchError(f"unknown id {cfg.id!r}; choose from {', '.join(cfg.datasets)}")

@@ -31,8 +31,10 @@ from oodbench.train.methods import Method
 
 log = logging.getLogger("oodbench")
 EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
-# Checked on resume: a checkpoint is only continued by a run of the same network and method.
+# Checked on resume: a checkpoint is only continued by a run of the same network and method, with the same schedule,
+# method hyper-parameters and data; only these settings may differ (they never change a number).
 RESUME_KEYS = ("arch", "num_classes", "method", "mean", "std")
+RUNTIME_SETTINGS = ("resume", "num_workers", "keep_last")
 
 
 class TrainingDiverged(OodbenchError):
@@ -108,6 +110,25 @@ def _check_resumable(ckpt_meta: dict[str, Any], meta: dict[str, Any], path: Path
                                 f"resume with the same settings or choose another out=")
 
 
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, val in node.items() for k, v in _flat(val, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def _check_same_run(saved: dict[str, Any], hyper: dict[str, Any], path: Path) -> None:
+    """A resumed run continues the saved one exactly: the same settings (bar :data:`RUNTIME_SETTINGS`), method
+    hyper-parameters and batches; otherwise one line naming every field that differs, and nothing is written."""
+    have, want = _flat(plain(saved)), _flat(plain(hyper))
+    skip = {f"settings.{k}" for k in RUNTIME_SETTINGS}
+    diff = sorted(k for k in set(have) | set(want) if k not in skip and have.get(k) != want.get(k))
+    if diff:
+        shown = "; ".join(f"{k}: {have.get(k)!r} (saved) vs {want.get(k)!r}" for k in diff[:4])
+        raise OodbenchError(f"cannot resume from {path}: this run differs from the saved one in {shown}"
+                            f"{' ...' if len(diff) > 4 else ''}; rerun with the saved values, or start a new run in "
+                            "another out=")
+
+
 def train(model: nn.Module, method: Method, batches: EpochBatches, settings: Settings, out_dir: Path,
           meta: dict[str, Any], device: torch.device) -> Path:
     """Train ``model`` (pixels in [0, 1] -> logits) in place; return the path of ``final.pt``."""
@@ -126,10 +147,12 @@ def train(model: nn.Module, method: Method, batches: EpochBatches, settings: Set
     sched = LambdaLR(opt, lambda s: cosine_factor(s, total, settings.lr, settings.lr_min))
     scaler = torch.amp.GradScaler(device.type, enabled=settings.amp)
     start, step, rows, last_good = 1, 0, [], None
+    hyper = {"settings": asdict(settings), "method": method.hyperparams, "batches": batches.describe()}
     if settings.resume and existing:
         last_good = existing[-1][1]
         ckpt = torch.load(last_good, map_location="cpu", weights_only=True)
         _check_resumable(ckpt.get("meta", {}), meta, last_good)
+        _check_same_run(ckpt.get("meta", {}).get("hyperparams", {}), hyper, last_good)
         net.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -144,7 +167,6 @@ def train(model: nn.Module, method: Method, batches: EpochBatches, settings: Set
 
     loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=settings.num_workers,
                         pin_memory=device.type == "cuda")
-    hyper = {"settings": asdict(settings), "method": method.hyperparams, "batches": batches.describe()}
     for epoch in range(start, settings.epochs + 1):
         if settings.max_steps is not None and step >= settings.max_steps:
             break
