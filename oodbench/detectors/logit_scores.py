@@ -105,8 +105,8 @@ class TemperatureScaling(LogitDetector):
             return float(((p * z).sum(1) - z_y).mean())
 
         lo, hi = -math.log(self.BOUNDS[1]), -math.log(self.BOUNDS[0])  # log β range
-        if slope(hi) < 0 or slope(lo) > 0:
-            log_beta = hi if slope(hi) < 0 else lo
+        if slope(hi) <= 0 or slope(lo) >= 0:  # 0: saturated softmax, the NLL is flat from there on
+            log_beta = hi if slope(hi) <= 0 else lo
             warnings.warn(f"TemperatureScaling: the NLL optimum lies outside T ∈ {self.BOUNDS}; using "
                           f"T = {math.exp(-log_beta):g}", RuntimeWarning, stacklevel=2)
         else:
