@@ -17,8 +17,9 @@ from oodbench.errors import OodbenchError
 
 def affine(features: Tensor, head: Head) -> tuple[Tensor, Tensor, Tensor]:
     """(f, W, z) in float64: the features as (N, D), the head's weight (C, D) and the logits f Wᵀ + b."""
-    f = features.reshape(len(features), -1).double()
-    w, b = (t.double().to(f.device) for t in linear_params(head, f))
+    flat = features.reshape(len(features), -1)
+    f = flat.double()
+    w, b = (t.double().to(f.device) for t in linear_params(head, flat))  # probed, if need be, in the head's dtype
     return f, w, f @ w.T + b
 
 

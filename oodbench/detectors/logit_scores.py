@@ -67,7 +67,7 @@ class GEN(LogitDetector):
     paper's G is higher for OOD). M is capped at C. Defaults γ = 0.1, M = 100: the official code's
     ``benchmark.py`` (``--gamma``, ``--M``; XixiLiu95/GEN), which also sums (no mean) and does not clip p."""
 
-    def __init__(self, gamma: float = 0.1, M: int = 100) -> None:  # noqa: N803 - the paper's name
+    def __init__(self, gamma: float = 0.1, M: int = 100) -> None:  # M: the paper's and the official code's name
         self.gamma = check_positive("GEN gamma", gamma)
         if int(M) != M or M < 1:
             raise OodbenchError(f"GEN M must be an integer >= 1 (top-M classes), got {M}")
