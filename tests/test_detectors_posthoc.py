@@ -102,10 +102,10 @@ def test_temperature_scaling_minimizes_the_nll():
     assert nll(t) <= min(nll(t * 1.001), nll(t / 1.001))  # a local (convex: global) minimum to 0.1 %
     assert np.allclose(det.score_logits(LOGITS).numpy(), _softmax(LOGITS.double().numpy() / t).max(1))
     assert det.metric_hints() == {"softmax_temperature": t}
-    separable = FitData(torch.zeros(3, 1), torch.tensor([0, 1, 2]), 5 * torch.eye(3), None, "t")  # type: ignore
-    with pytest.warns(RuntimeWarning, match="outside"):
-        det.fit(separable)  # NLL decreases forever as T → 0: the bound
-    assert det.params["temperature"] == pytest.approx(TemperatureScaling.BOUNDS[0])
+    separable = FitData(torch.zeros(3, 1), torch.tensor([0, 1, 2]), 5 * torch.eye(3), None, "3 images")  # type: ignore
+    with pytest.raises(OodbenchError, match=r"NLL of 3 images has no minimizer .*\(it falls as T → 0; 0 of 3 images "
+                                            r"misclassified\): fit it on held-out labelled ID data"):
+        TemperatureScaling().fit(separable)  # the NLL falls forever as T → 0
 
 
 def test_kl_matching_by_hand():

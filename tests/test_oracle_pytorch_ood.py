@@ -29,6 +29,7 @@ from scipy.stats import spearmanr  # noqa: E402 - a dependency of pytorch-ood an
 
 import oodbench.detectors as D  # noqa: E402
 from oodbench.detectors.base import FitData  # noqa: E402
+from oodbench.errors import OodbenchError  # noqa: E402
 from oodbench.metrics import auroc  # noqa: E402
 
 N_FIT, N_ID, N_OOD, N_ODIN = 1000, 300, 300, 16
@@ -208,12 +209,12 @@ def test_vim(data):
 
 
 def test_temperature_scaling(data):
-    """The network classifies all 1,000 fit images correctly, so their NLL has no minimizer: oodbench warns and takes
-    T = 1e-3. Both libraries are therefore fit on a labelled held-out split, the 300 ID test images (an agreement
+    """The network classifies all 1,000 fit images correctly, so their NLL has no minimizer: oodbench refuses to fit
+    on them. Both libraries are therefore fit on a labelled held-out split, the 300 ID test images (an agreement
     check, not a benchmark). The fitted T differ: pytorch-ood runs 50 L-BFGS steps of learning rate 0.01 from T = 1
     (measured T = 1.21, NLL 0.220), oodbench finds the NLL optimum (T = 1.99, NLL 0.184); the test checks that
     oodbench's T has the lower NLL, then that both score alike at that T."""
-    with pytest.warns(RuntimeWarning, match=r"outside T .* \(0 of 1000 fit images misclassified\)"):
+    with pytest.raises(OodbenchError, match=r"\(it falls as T → 0; 0 of 1000 images misclassified\)"):
         D.TemperatureScaling().fit(data.fit)
     z_id = data.z[:N_ID].double()
     ours = D.TemperatureScaling()
