@@ -156,6 +156,8 @@ class KLMatching(LogitDetector):
         if not hasattr(self, "_templates"):
             raise OodbenchError("KLMatching must be fit on ID logits before scoring (call fit)")
         log_p = torch.log_softmax(logits.double(), dim=1)
-        p, log_d = log_p.exp(), self._templates.to(log_p.device).log()
-        kl = (p * log_p).sum(1, keepdim=True) - torch.where(p[:, None, :] > 0, p[:, None, :] * log_d, 0).sum(2)
+        p = log_p.exp()
+        # an underflowed template entry (d = 0) gets the most negative finite log, so p = 0 there adds 0, not nan
+        log_d = self._templates.to(p.device).log().clamp_min(torch.finfo(torch.float64).min)
+        kl = (p * log_p).sum(1, keepdim=True) - p @ log_d.T  # KL[p ‖ d_k] for every k, (N, K)
         return -kl.min(dim=1).values
