@@ -157,7 +157,7 @@ class SCALE(Shaped):
     vector is scaled, a' = a · exp(s1/s2); logits = head(a'), then ``score`` (Energy, as the official
     ``ScalePostprocessor``). Exact form: ``scale()`` in kai422/SCALE openood/networks/scale_net.py.
 
-    p: kai422/SCALE configs/postprocessors/scale.yml sets 85 and sweeps 65…95 on OpenOOD's validation split (APS);
+    p: kai422/SCALE configs/postprocessors/scale.yml sets 85 and sweeps it on OpenOOD's validation split (APS);
     the fitted postprocessors the authors published pick 65 for CIFAR-10 and CIFAR-100 (ResNet-18, all three seeds:
     results/cifar{10,100}_resnet18_32x32_base_e100_lr0.1_default/s*/postprocessors/scale.pkl) and 85 for ImageNet
     (results/imagenet_resnet50_tvsv1_base_default/postprocessors/scale.pkl)."""
