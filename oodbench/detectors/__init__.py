@@ -1,12 +1,16 @@
 """OOD detectors; every score is higher = more in-distribution (see :mod:`oodbench.detectors.base`)."""
 
 from oodbench.detectors.base import Detector, FeatureDetector, FitData, LogitDetector, ModelDetector
-from oodbench.detectors.distance import KNN, Mahalanobis, MahalanobisEnsemble, ViM
-from oodbench.detectors.logit_scores import MSP, Energy, MaxLogit
+from oodbench.detectors.distance import KNN, RMD, Mahalanobis, MahalanobisEnsemble, ViM, ViMResidual
+from oodbench.detectors.head_scores import FDBD, NCI, SHE, GradNorm
+from oodbench.detectors.logit_scores import GEN, MSP, Energy, Entropy, KLMatching, MaxLogit, TemperatureScaling
+from oodbench.detectors.neighbours import NNGuide, Relation
 from oodbench.detectors.odin import ODIN
-from oodbench.detectors.shaping import ASH, DICE, ReAct, Shaped
+from oodbench.detectors.shaping import ASH, DICE, SCALE, VRA, ReAct, Shaped
 
 __all__ = [
-    "ASH", "DICE", "KNN", "MSP", "ODIN", "Detector", "Energy", "FeatureDetector", "FitData", "LogitDetector",
-    "Mahalanobis", "MahalanobisEnsemble", "MaxLogit", "ModelDetector", "ReAct", "Shaped", "ViM",
+    "ASH", "DICE", "FDBD", "GEN", "KNN", "MSP", "NCI", "ODIN", "RMD", "SCALE", "SHE", "VRA", "Detector", "Energy",
+    "Entropy", "FeatureDetector", "FitData", "GradNorm", "KLMatching", "LogitDetector", "Mahalanobis",
+    "MahalanobisEnsemble", "MaxLogit", "ModelDetector", "NNGuide", "ReAct", "Relation", "Shaped",
+    "TemperatureScaling", "ViM", "ViMResidual",
 ]

@@ -1,4 +1,5 @@
-"""Feature-space distances: Mahalanobis (penultimate, and the noisy multi-layer ensemble), KNN, ViM."""
+"""Feature-space distances: Mahalanobis (penultimate, and the noisy multi-layer ensemble), relative Mahalanobis, KNN,
+ViM and its residual alone."""
 
 from __future__ import annotations
 
@@ -80,14 +81,14 @@ class Mahalanobis(FeatureDetector):
     needs_fit = True
 
     def __init__(self, covariance: str = "pinv") -> None:
-        self.covariance = check_covariance("Mahalanobis", covariance)
+        self.covariance = check_covariance(type(self).__name__, covariance)
 
     def fit(self, data: FitData) -> None:
-        self._means, self._whiten = tied_gaussian(data.features, data.labels, covariance=self.covariance)
+        self._means, self._whiten = tied_gaussian(data.features, data.labels, type(self).__name__, self.covariance)
 
     def score_features(self, features: Tensor, head: Head) -> Tensor:
         if not hasattr(self, "_means"):
-            raise OodbenchError("Mahalanobis must be fit on ID training features before scoring (call fit)")
+            raise OodbenchError(f"{type(self).__name__} must be fit on ID training features before scoring (call fit)")
         return max_neg_distance(features.to(self._means.device), self._means, self._whiten)
 
 
@@ -244,9 +245,39 @@ class ViM(FeatureDetector):
         self._ns = evecs[:, evals.argsort(descending=True)[self.principal_dim(f.shape[1]):]]
         self._alpha = float((f @ w.T + b).max(1).values.mean() / (x @ self._ns).norm(dim=1).mean())
 
-    def score_features(self, features: Tensor, head: Head) -> Tensor:
+    def residual(self, features: Tensor) -> Tensor:
+        """r(f) = ‖P⊥(f − u)‖, float64."""
         if not hasattr(self, "_ns"):
-            raise OodbenchError("ViM must be fit on ID training features before scoring (call fit)")
-        f = features.double().to(self._u.device)
-        w, b = (t.double().to(f.device) for t in linear_params(head, features))
-        return torch.logsumexp(f @ w.T + b, dim=1) - self._alpha * ((f - self._u) @ self._ns).norm(dim=1)
+            raise OodbenchError(f"{type(self).__name__} must be fit on ID training features before scoring (call fit)")
+        return ((features.double().to(self._u.device) - self._u) @ self._ns).norm(dim=1)
+
+    def score_features(self, features: Tensor, head: Head) -> Tensor:
+        r = self.residual(features)
+        w, b = (t.double().to(r.device) for t in linear_params(head, features))
+        return torch.logsumexp(features.double().to(r.device) @ w.T + b, dim=1) - self._alpha * r
+
+
+class ViMResidual(ViM):
+    """ViM's residual alone (Wang, Li, Zhang & Wang, CVPR 2022; method ``Residual`` of the official haoqiwang/vim
+    benchmark.py): S(f) = −‖P⊥(f − u)‖, u and the principal space P fit exactly as :class:`ViM` (same ``dim``)."""
+
+    def score_features(self, features: Tensor, head: Head) -> Tensor:
+        return -self.residual(features)
+
+
+class RMD(Mahalanobis):
+    """Relative Mahalanobis distance (Ren, Fort, Liu, Roy, Padhy & Lakshminarayanan, arXiv:2106.09022, 2021):
+    MD_k(f) = (f − μ_k)ᵀ Σ⁺ (f − μ_k) with :class:`Mahalanobis`' class means and tied Σ; a background Gaussian over
+    all ID-train features, MD_0(f) = (f − μ_0)ᵀ Σ_0⁺ (f − μ_0) (μ_0, Σ_0 = their mean and covariance); RMD_k =
+    MD_k − MD_0 and S(f) = −min_k RMD_k(f) = max_k −MD_k(f) + MD_0(f). Both inverses are pseudo-inverses as
+    sklearn's ``EmpiricalCovariance().precision_`` in OpenOOD's ``rmds_postprocessor.py`` (``covariance="ridge"``:
+    :func:`tied_gaussian`'s regularized inverse); no official code was released with the paper."""
+
+    def fit(self, data: FitData) -> None:
+        super().fit(data)
+        flat = torch.zeros(len(data.features), dtype=torch.long)  # one class: μ_0, Σ_0
+        self._background = tied_gaussian(data.features, flat, "RMD background", self.covariance)
+
+    def score_features(self, features: Tensor, head: Head) -> Tensor:
+        return super().score_features(features, head) - max_neg_distance(
+            features.to(self._means.device), *self._background)

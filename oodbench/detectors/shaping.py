@@ -1,4 +1,4 @@
-"""Activation shaping composed with any logit score (ASH, ReAct, DICE).
+"""Activation shaping composed with any logit score (ASH, ReAct, DICE, SCALE, VRA).
 
 Each detector reshapes the penultimate features (or the last layer's weights), recomputes the logits and
 hands them to ``score`` (any :class:`LogitDetector`; Energy by default, as in the three papers), so e.g.
@@ -85,6 +85,13 @@ def kept_count(n: int, p: float) -> int:
     return n - round(n * p / 100)
 
 
+def sharpening(flat: Tensor, kept: Tensor) -> Tensor:
+    """ASH-S's per-sample factor exp(s1/s2), (N, 1) float64: s1 = Σ of all activations of a row of ``flat``, s2 = Σ of
+    its ``kept`` (top-k) ones; 1 where s2 = 0."""
+    s1, s2 = flat.double().sum(1, keepdim=True), kept.double().sum(1, keepdim=True)
+    return torch.exp(torch.where(s2 > 0, s1 / s2.clamp_min(1e-300), torch.zeros_like(s1)))
+
+
 class ASH(Shaped):
     """Activation SHaping (Djurisic et al., ICLR 2023, Alg. 1-3 and ASH-RAND), per sample on the penultimate
     vector a (non-negative, post-ReLU): keep the k largest entries, k = D − round(D·p/100) as in the paper's
@@ -112,9 +119,7 @@ class ASH(Shaped):
         if self.variant == "b":
             vals = (flat.sum(1, keepdim=True) / k).expand_as(vals)
         elif self.variant == "s":
-            s1, s2 = flat.double().sum(1, keepdim=True), vals.double().sum(1, keepdim=True)
-            ratio = torch.where(s2 > 0, s1 / s2.clamp_min(1e-300), torch.zeros_like(s1))
-            vals = (vals.double() * torch.exp(ratio)).to(flat.dtype)
+            vals = (vals.double() * sharpening(flat, vals)).to(flat.dtype)
         elif self.variant == "rand":
             gen = torch.Generator().manual_seed(self.seed)
             vals = (10 * torch.rand(vals.shape, generator=gen, dtype=flat.dtype)).to(flat.device)
@@ -144,6 +149,72 @@ class ReAct(Shaped):
     @property
     def params(self) -> dict:
         return {**super().params, "threshold": self._threshold}
+
+
+class SCALE(Shaped):
+    """SCALE (Xu, Chen, Franchi & Yao, ICLR 2024): ASH-S's scaling without its pruning. Per sample on the penultimate
+    vector a (non-negative): k = D − round(D·p/100), s1 = Σ_j a_j, s2 = Σ of the k largest a_j, and the *unpruned*
+    vector is scaled, a' = a · exp(s1/s2); logits = head(a'), then ``score`` (Energy, as the official
+    ``ScalePostprocessor``). Exact form: ``scale()`` in kai422/SCALE openood/networks/scale_net.py.
+
+    p: kai422/SCALE configs/postprocessors/scale.yml sets 85 and sweeps it on OpenOOD's validation split (APS);
+    the fitted postprocessors the authors published pick 65 for CIFAR-10 and CIFAR-100 (ResNet-18, all three seeds:
+    results/cifar{10,100}_resnet18_32x32_base_e100_lr0.1_default/s*/postprocessors/scale.pkl) and 85 for ImageNet
+    (results/imagenet_resnet50_tvsv1_base_default/postprocessors/scale.pkl)."""
+
+    def __init__(self, p: float = 65, score: LogitDetector | None = None) -> None:
+        super().__init__(score)
+        self.p = _check_percent("SCALE p", p)
+
+    def shape(self, features: Tensor) -> Tensor:
+        flat = features.reshape(len(features), -1)
+        k = kept_count(flat.shape[1], self.p)
+        if k < 1:
+            raise OodbenchError(f"SCALE p={self.p} leaves no activation of {flat.shape[1]} for s2; use a smaller p")
+        if bool((flat < 0).any()):
+            warnings.warn("SCALE expects non-negative (post-ReLU) features; got negative values", stacklevel=3)
+        factor = sharpening(flat, flat.topk(k, dim=1).values)
+        return (flat.double() * factor).to(flat.dtype).reshape(features.shape)
+
+
+class VRA(Shaped):
+    """Variational rectified activation (Xu, Lian, Liu & Tao, NeurIPS 2023), the piecewise rectifier
+    g_j(z) = 0 if z < α_j;  z + γ if α_j ≤ z ≤ β_j;  β_j if z > β_j
+    on each penultimate unit j (γ = 0: VRA; γ > 0: VRA+), then logits = head(g(f)) and ``score`` (Energy, the
+    official ``--method energy``). α_j, β_j = the ``low``-th / ``high``-th percentile of unit j over the ID-train
+    features (linear interpolation, per unit: ``torch.quantile(feat, q, dim=0)`` in zeroQiaoba/VRA ood_eval.py
+    ``--q1/--q2``; the rule is models/densenet.py ``case == 'clip2'``, γ = ``--lamb``).
+
+    Defaults: the official readme.md's CIFAR-10 VRA+ command (``--q1 0.6 --q2 0.95 --lamb 0.6``, energy); its
+    CIFAR-100 command uses the same thresholds with ODIN (T = 1000, ε = 0.004), which needs the network."""
+
+    needs_fit = True
+
+    def __init__(self, low: float = 60, high: float = 95, gamma: float = 0.6,
+                 score: LogitDetector | None = None) -> None:
+        super().__init__(score)
+        self.low, self.high = _check_percent("VRA low", low), _check_percent("VRA high", high)
+        if not self.low < self.high:
+            raise OodbenchError(f"VRA low must be below high (percentiles), got low={low}, high={high}")
+        if not gamma >= 0:
+            raise OodbenchError(f"VRA gamma must be >= 0, got {gamma}")
+        self.gamma = float(gamma)
+        self._bounds: tuple[Tensor, Tensor] | None = None
+
+    def fit(self, data: FitData) -> None:
+        f = data.features.reshape(len(data.features), -1).double().cpu().numpy()
+        lo, hi = np.percentile(f, [self.low, self.high], axis=0)
+        self._bounds = torch.from_numpy(lo), torch.from_numpy(hi)
+
+    def shape(self, features: Tensor) -> Tensor:
+        if self._bounds is None:
+            raise OodbenchError("VRA must be fit on ID training features before scoring (call fit)")
+        flat = features.reshape(len(features), -1)
+        if flat.shape[1] != len(self._bounds[0]):
+            raise OodbenchError(f"VRA was fit on {len(self._bounds[0])}-d features, got {flat.shape[1]}-d ones")
+        lo, hi = (t.to(flat.device, flat.dtype) for t in self._bounds)
+        out = torch.where(flat > hi, hi, flat + self.gamma)
+        return torch.where(flat < lo, torch.zeros_like(flat), out).reshape(features.shape)
 
 
 class DICE(Shaped):
