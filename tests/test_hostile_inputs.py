@@ -327,7 +327,7 @@ def test_a_truncated_kept_score_file_still_gives_a_summary(run_cli, tmp_path):
     sweep = Path(run_cli.last_out)
     victim = sorted(sweep.glob("*/scores.npz"))[0]
     victim.write_bytes(victim.read_bytes()[:100])
-    from oodbench.runner.sweep import summarize
+    from oodbench.runner.summary import summarize
 
     summarize(sweep)
     text = (sweep / "summary.md").read_text()
