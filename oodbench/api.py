@@ -218,6 +218,8 @@ class Results:
         from oodbench.runner.summary import summarize
 
         out = Path(directory).expanduser().resolve()
+        if out.exists() and any(out.iterdir()):
+            raise OodbenchError(f"{out} is not empty: save into a new directory (its summary would mix other rows)")
         df = self.frame
         for i, (run, rows) in enumerate(df.groupby("run_name", sort=False)):
             cell = out / f"{i}_{rows.detector.iloc[0]}"

@@ -13,8 +13,8 @@ from oodbench.paths import REPO_ROOT
 def test_the_gpu_bench_runs_on_the_cpu(tmp_path, shared_data, shared_weights):
     env = {**os.environ, "OUT": str(tmp_path), "DEVICE": "cpu", "OODBENCH_CACHE": str(tmp_path / "cache"),
            "OODBENCH_DATA": str(shared_data), "OODBENCH_WEIGHTS": str(shared_weights)}
-    proc = subprocess.run([str(REPO_ROOT / "scripts" / "bench_gpu.sh"), "--n-images", "16", "--resnet-images", "4",
-                           "--batches", "4,8", "--workers", "1", "--table-n", "20", "--table-fit", "60"],
+    proc = subprocess.run([str(REPO_ROOT / "scripts" / "bench_gpu.sh"), "--n-images", "8", "--resnet-images", "2",
+                           "--batches", "2,4", "--workers", "0", "--table-n", "20", "--table-fit", "60"],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = (tmp_path / "bench_gpu.md").read_text()
