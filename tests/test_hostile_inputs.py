@@ -307,10 +307,11 @@ def test_another_normalization_is_never_served_the_old_number(run_cli, shared_we
 def test_a_damaged_decoded_archive_is_rebuilt_not_used(run_cli, tmp_path):
     """A decoded archive under ``<cache>/prepared/`` carries the sha256 of its bytes; a damaged one is rebuilt (a
     log line says so), never used while the row claims the sha256-checked archive."""
-    args = ("ood=[isun]", "detector=msp", "cache=false", *SMALL)
+    cache = tmp_path / "cache"  # its own cache: the session's holds other tests' iSUN subsets
+    args = ("ood=[isun]", "detector=msp", "cache=false", f"paths.cache={cache}", *SMALL)
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-2000:]
-    (npy,) = (run_cli.cache / "prepared").glob("iSUN.tar.gz.*.npy")
+    (npy,) = (cache / "prepared").glob("iSUN.tar.gz.*.npy")
     raw = bytearray(npy.read_bytes())
     raw[-5000:-4000] = bytes(1000)  # zero a kilobyte of pixels: still a valid .npy file
     npy.write_bytes(bytes(raw))
