@@ -1,4 +1,4 @@
-"""Paper specs (configs/paper/*.yaml): the runs a spec's sweep produces are exactly the runs its page reads; a new
+"""Paper specs (oodbench/conf/paper/*.yaml): the runs a spec's sweep produces are exactly the runs its page reads; a new
 paper is one YAML + one CSV (+ notes); make_tables honours OODBENCH_RESULTS and stops on a corrupt stored CSV."""
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ def test_a_spec_reads_exactly_the_runs_its_sweep_writes(spec: str, monkeypatch: 
 
 
 def test_the_posthoc_spec_names_the_stored_rows() -> None:
-    """The committed post-hoc rows were run with 100 bootstrap resamples; the spec says so, so its run names hit."""
+    """The committed post-hoc rows were run with 100 bootstrap resamples; the spec says so, so its run names hit
+    (50 cells: 12 detectors x 4 checkpoints, and ASH-S at p = 90 on the two CIFAR-100 checkpoints)."""
     cells = engine.build("posthoc_cifar", REPO_ROOT / "results")[2]
     names = {c.run_name for c in cells}
     stored = {p.stem for p in (REPO_ROOT / "results" / "runs" / "posthoc_cifar").glob("*.csv")}
-    assert stored <= names and len(cells) == 48
+    assert stored <= names and len(cells) == 50
 
 
 def test_run_py_paper_sweeps_the_spec_cells(tmp_path: Path) -> None:
@@ -203,7 +204,7 @@ def test_a_malformed_spec_is_one_line_naming_the_allowed_keys(toy: tuple[Path, P
                          text=True, cwd=REPO_ROOT)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-1500:]
     line = out.stderr.strip()
-    assert "\n" not in line and line.startswith("oodbench: error: configs/paper/toy.yaml paper.blocks[0]")
+    assert "\n" not in line and line.startswith("oodbench: error: oodbench/conf/paper/toy.yaml paper.blocks[0]")
     assert expected in line
 
 

@@ -18,7 +18,7 @@ from oodbench.tables.compare import cell
 PAPER_COLS = ["paper", "table", "id_dataset", "arch", "ood_dataset", "method", "hyperparams", "fpr95", "auroc",
               "aupr_in", "aupr_out", "detection_error", "tnr95", "id_acc_or_error", "source"]
 METRICS = ["fpr95", "auroc", "aupr_in", "aupr_out", "detection_error"]
-MCD_SHA = "18d132ba335a37f622b46eb8e835ae05de2f3272e462f30013715f7489d7681e"  # declared in configs/paper/mcd.yaml
+MCD_SHA = "18d132ba335a37f622b46eb8e835ae05de2f3272e462f30013715f7489d7681e"  # declared in oodbench/conf/paper/mcd.yaml
 
 
 def paper_row(**kw: object) -> dict[str, object]:
@@ -202,7 +202,7 @@ def test_chance_flags_and_holm() -> None:
 
 
 def test_react_page_sentences_match_the_stored_rows() -> None:
-    """configs/paper/react_cifar.md's reading of the versus tables, recounted from the page's CSV."""
+    """oodbench/conf/paper/react_cifar.md's reading of the versus tables, recounted from the page's CSV."""
     df = pd.read_csv(REPO_ROOT / "results" / "tables" / "react_cifar.csv")
     vs = df[(df.get("reference") == "energy") & (df.metric == "auroc")].set_index(["checkpoint", "detector"])
     for ckpt in ("odin_densenet10", "dice_densenet_cifar10"):
@@ -216,7 +216,7 @@ def test_react_page_sentences_match_the_stored_rows() -> None:
 
 
 def test_fit_size_page_sentences_match_the_stored_rows() -> None:
-    """configs/paper/fit_size_cifar10.md's reading, recounted from the page's CSV (mean AUROC, natural sets)."""
+    """oodbench/conf/paper/fit_size_cifar10.md's reading, recounted from the page's CSV (mean AUROC, natural sets)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("fsf", REPO_ROOT / "scripts" / "fit_size_figure.py")
@@ -235,7 +235,7 @@ def test_fit_size_page_sentences_match_the_stored_rows() -> None:
 
 
 def test_odin_decoder_and_crop_sentences_match_the_stored_rows() -> None:
-    """configs/paper/odin_table2.md's decoder and TinyImageNet (crop) readings, recounted from the pages' CSVs."""
+    """oodbench/conf/paper/odin_table2.md's decoder and TinyImageNet (crop) readings, recounted from the pages' CSVs."""
     tables = REPO_ROOT / "results" / "tables"
     base = pd.read_csv(tables / "odin_table2.csv")
     base = base[(base.status == "ok") & (base.method == "msp")]
@@ -274,10 +274,27 @@ def test_odin_decoder_and_crop_sentences_match_the_stored_rows() -> None:
     assert len(c10_odin) == 15 and c10_odin.flag.isna().all() and pil_c10_odin.flag.isna().all()
     assert order(c10_odin) == [99.0, 98.8, 99.3, 99.2, 98.7, 98.5]
     assert [v for i, v in enumerate(order(pil_c10_odin)) if i % 2 == 0] == [98.9, 99.3, 98.6]
+    # TinyImageNet (crop): crops stored as JPEG (baseline and ODIN), and crops re-drawn with seed 1
     crop = pd.read_csv(tables / "odin_table2_tincrop_jpeg.csv").query("status == 'ok' and metric == 'auroc'")
-    assert crop.set_index("id").ours.round(1).to_dict() == {"cifar10": 94.3, "cifar100": 71.0}
-    raw = base[(base.ood == "tin_crop") & (base.metric == "auroc")].set_index("id").ours.round(1).to_dict()
-    assert raw == {"cifar10": 94.1, "cifar100": 74.7}
+    crop = crop.set_index(["id", "method"]).ours.round(1).to_dict()
+    assert crop == {("cifar10", "msp"): 94.3, ("cifar100", "msp"): 71.0, ("cifar10", "odin"): 97.9,
+                    ("cifar100", "odin"): 84.4}
+    tin = everything.query("status == 'ok' and ood == 'tin_crop'").set_index(["id", "method", "metric"])
+    raw = tin.xs("auroc", level="metric").ours.round(1).to_dict()
+    assert raw == {("cifar10", "msp"): 94.1, ("cifar10", "odin"): 97.6, ("cifar100", "msp"): 74.7,
+                   ("cifar100", "odin"): 86.9}
+    assert sorted(-tin.xs("auroc", level="metric").delta.round(1)) == [1.2, 1.5, 6.5, 7.4]
+    seed1 = pd.read_csv(tables / "odin_table2_tincrop_seed.csv").query("status == 'ok'")
+    seed1 = seed1.set_index(["id", "method", "metric"])
+    moved = (seed1.ours - tin.ours).abs()
+    assert len(moved) == 20 and moved.max() <= 0.5 and round(moved.xs("auroc", level="metric").max(), 2) <= 0.07
+    assert seed1.flag.notna().sum() == tin.flag.notna().sum() == 18
+    assert set(seed1[seed1.flag.notna()].index) == set(tin[tin.flag.notna()].index)
+    # CIFAR-10 baseline FPR95: 4.7-8.8 below the paper on five sets, 2.8 above on TinyImageNet (crop), all within 2σ
+    fpr = base.query("id == 'cifar10' and metric == 'fpr95'").set_index("ood")
+    assert fpr.delta.round(1).to_dict() == {"tin_crop": 2.8, "tin_resize": -4.8, "lsun_resize": -4.8, "isun": -4.7,
+                                            "uniform": -8.8, "gaussian": -5.7}
+    assert fpr.flag.isna().all() and (round(fpr.noise.min(), 1), round(fpr.noise.max(), 1)) == (5.9, 10.2)
 
 
 def test_mahalanobis_decoder_sentence_matches_the_stored_rows() -> None:
@@ -300,7 +317,7 @@ def test_mahalanobis_decoder_sentence_matches_the_stored_rows() -> None:
 
 
 def test_mahalanobis_covariance_sentences_match_the_stored_rows() -> None:
-    """configs/paper/mahalanobis_covariance.md's reading, recounted from the pages' CSVs."""
+    """oodbench/conf/paper/mahalanobis_covariance.md's reading, recounted from the pages' CSVs."""
     tables = REPO_ROOT / "results" / "tables"
     df = pd.read_csv(tables / "mahalanobis_covariance.csv")
     vs = df[df.get("reference") == "mahalanobis"].set_index(["checkpoint", "metric"])

@@ -236,7 +236,7 @@ def test_resume_continues_and_refuses_another_arch(tmp_path):
     for name in ("epoch_003.pt", "final.pt"):  # a run interrupted during its third epoch
         (tmp_path / name).unlink()
     final = run_tiny(tiny_model(), method, tmp_path, epochs=3, resume=True, keep_last=1)
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_003.pt", "final.pt"]
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["epoch_003.pt", "final.pt", "weights.pt"]
     ckpt = torch.load(final, weights_only=True)
     assert ckpt["epoch"] == 3 and ckpt["meta"]["global_step"] == 9
     assert len((tmp_path / "log.csv").read_text().splitlines()) == 4

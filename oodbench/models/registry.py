@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..data.files import sha256_file
 from ..errors import CheckpointError
-from ..paths import resolve
+from ..paths import REPO_ROOT, resolve
 from .base import OODNet
 from .densenet import DenseNet3
 from .legacy import read_state_dict
@@ -48,6 +48,10 @@ _ODIN, _DICE = NORMALIZATIONS["odin"], NORMALIZATIONS["dice"]
 _DICE_REPO = "https://github.com/deeplearning-wisc/dice/raw/ca6c275c5e1948858a911ea40924d6d5c412aac2"
 _DICE_RAW = f"{_DICE_REPO}/checkpoints"
 _ENERGY_RAW = "https://github.com/wetliu/energy_ood/raw/master/CIFAR/snapshots/pretrained"
+# Checkpoints trained by this repo (train.py): ``<weights dir>/trained/<file>``, else ``weights/trained/<file>`` in the
+# checkout (git-ignored; weights/trained/README.md says how each file is made).
+TRAINED_DIR = REPO_ROOT / "weights" / "trained"
+GPU_SCRIPT = "bash scripts/gpu_train_wrn.sh"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class CheckpointSpec:
     # inside the weights directory, and where to get it
     mean_feature: str = ""
     mean_feature_url: str = ""
+    # trained here: the command that makes the file (until its sha256 is pinned, loading it is an error naming it)
+    make: str = ""
 
 
 CHECKPOINTS: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
@@ -112,6 +118,27 @@ CHECKPOINTS: dict[str, CheckpointSpec] = {spec.name: spec for spec in (
                    "wrn40_2", 100, *_ODIN, "state_dict", "cifar100",
                    "Energy OOD (Liu et al. 2020), github.com/wetliu/energy_ood; WRN-40-2 of "
                    "github.com/hendrycks/outlier-exposure", f"{_ENERGY_RAW}/cifar100_wrn_pretrained_epoch_99.pt"),
+    # WRN-40-2 trained here (issue 21): the Energy / OE recipe on the JPEG re-encode of all 50,000 CIFAR-10 training
+    # images, then energy fine-tuning and OE from it; all three by one GPU command (scripts/gpu_train_wrn.sh, which
+    # runs the train.py lines below with a time budget). sha256 None = not trained yet: pin it from the run's
+    # metadata.json after copying the files to weights/trained/ (weights/trained/README.md).
+    CheckpointSpec("wrn40_2_cifar10_ours", "trained/wrn40_2_cifar10_ours.pt", None,
+                   "wrn40_2", 10, *_ODIN, "oodbench", "cifar10",
+                   "trained here: WRN-40-2, OE / Energy baseline recipe, JPEG CIFAR-10 train (50,000)", "",
+                   make=f"{GPU_SCRIPT}  (= python train.py method=classifier arch=wrn40_2 id=cifar10 train_set=jpeg "
+                        "dropout=0.3 amp_dtype=bfloat16 channels_last=true time_budget_s=<fit>)"),
+    CheckpointSpec("wrn40_2_cifar10_energy_ft_ours", "trained/wrn40_2_cifar10_energy_ft_ours.pt", None,
+                   "wrn40_2", 10, *_ODIN, "oodbench", "cifar10",
+                   "trained here: wrn40_2_cifar10_ours + energy fine-tuning (m_in -23, m_out -5, lambda 0.1), "
+                   "Tiny-ImageNet outlier pool", "",
+                   make=f"{GPU_SCRIPT}  (= python train.py method=energy_ft arch=wrn40_2 id=cifar10 train_set=jpeg "
+                        "dropout=0.3 init=<wrn40_2_cifar10_ours file>)"),
+    CheckpointSpec("wrn40_2_cifar10_oe_ours", "trained/wrn40_2_cifar10_oe_ours.pt", None,
+                   "wrn40_2", 10, *_ODIN, "oodbench", "cifar10",
+                   "trained here: wrn40_2_cifar10_ours + Outlier Exposure fine-tuning (lambda 0.5), Tiny-ImageNet "
+                   "outlier pool", "",
+                   make=f"{GPU_SCRIPT}  (= python train.py method=oe arch=wrn40_2 id=cifar10 train_set=jpeg "
+                        "dropout=0.3 init=<wrn40_2_cifar10_ours file>)"),
     # torchvision's published ImageNet weights (torch hub files: the name carries the sha256 prefix, checked by
     # oodbench.models.torchvision_nets.locate_weights, which also looks in torch.hub.get_dir()/checkpoints).
     CheckpointSpec("tv_resnet50_imagenet", "resnet50-0676ba61.pth", None,
@@ -135,6 +162,22 @@ def get_spec(name: str) -> CheckpointSpec:
         raise CheckpointError(f"unknown checkpoint {name!r}; choose from {', '.join(sorted(CHECKPOINTS))} "
                               "or pass path=... with arch=... for a file of your own")
     return CHECKPOINTS[name]
+
+
+def check_trained(spec: CheckpointSpec) -> None:
+    """A checkpoint trained here whose sha256 is not pinned yet: one line saying so and what makes it."""
+    if spec.make and spec.sha256 is None:
+        raise CheckpointError(f"checkpoint {spec.name} is not trained yet (no sha256 pinned in "
+                              f"oodbench/models/registry.py); make it with: {spec.make}; then copy it to "
+                              f"weights/trained/{Path(spec.filename).name} and pin its sha256 "
+                              "(weights/trained/README.md)")
+
+
+def trained_file(spec: CheckpointSpec, weights_dir: Path) -> Path:
+    """Where a checkpoint trained here is: ``<weights dir>/<filename>``, else ``weights/trained/`` in the checkout."""
+    first = Path(weights_dir) / spec.filename
+    second = TRAINED_DIR / Path(spec.filename).name
+    return first if first.is_file() or not second.is_file() else second
 
 
 def build_arch(arch: str, num_classes: int) -> OODNet:
@@ -188,10 +231,16 @@ def load_classifier(spec: CheckpointSpec | str | None, weights_dir: Path | None 
     if known is None and path is None:
         raise CheckpointError("load_classifier needs a registered checkpoint name or path=...")
     root = Path(weights_dir) if weights_dir is not None else resolve("weights")
+    if known is not None and known.make and path is None:
+        check_trained(known)
+        path = trained_file(known, root)
     file = Path(path) if path is not None else root / known.filename  # type: ignore[union-attr]
     name = known.name if known else (spec if isinstance(spec, str) else file.stem)
     if not file.is_file() and known is None:
         raise CheckpointError(f"checkpoint {name} not found at {file}; check the path")
+    if not file.is_file() and known.make:
+        raise CheckpointError(f"checkpoint {name} not found at {file} nor at {TRAINED_DIR / file.name}; it is made "
+                              f"by: {known.make} (weights/trained/README.md)")
     if not file.is_file():
         how = f" ({known.note})" if known.note else ""
         raise CheckpointError(f"checkpoint {name} not found at {file}; download it from {known.url}{how}, "

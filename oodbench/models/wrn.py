@@ -72,6 +72,15 @@ class WideResNet(OODNet):
         self.num_classes = num_classes
         init_like_original(self)
 
+    def set_drop_rate(self, drop_rate: float) -> None:
+        """Dropout before each block's second conv (OE / Energy train WRN-40-2 with 0.3); not in the state dict,
+        so a checkpoint loads the same whatever it was trained with, and eval mode never drops."""
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate}")
+        for m in self.modules():
+            if isinstance(m, WideBasicBlock):
+                m.drop_rate = float(drop_rate)
+
     def stages(self) -> list[Callable[[Tensor], Tensor]]:
         """conv1 | block1 | block2 | block3+bn+ReLU."""
         return [self.conv1, self.block1, self.block2, lambda x: F.relu(self.bn1(self.block3(x)))]

@@ -61,7 +61,7 @@ def _json(obj: Any) -> str:
 
 class Evaluation:
     """One ID set × OOD sets on one :class:`Session` under ``protocol`` (a mapping with the keys of
-    ``configs/protocol/*.yaml``). ``fit_set`` returns the labelled ID training split (called only when a detector
+    ``oodbench/conf/protocol/*.yaml``). ``fit_set`` returns the labelled ID training split (called only when a detector
     fits); ``num_classes`` of the ID set is checked against the model's; ``config`` is recorded in every row."""
 
     def __init__(self, session: Session, id_full: ImageSet, oods: Mapping[str, ImageSet], missing: Mapping[str, str],

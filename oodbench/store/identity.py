@@ -32,7 +32,7 @@ NOT_IDENTITY: dict[str, str] = {
     "rerun": "whether a stored cell is recomputed",
     "run_name": "the name this identity produces (or an explicit one)",
     "result_set": "which store directory the rows go to",
-    "paper": "a page declaration (configs/paper/*.yaml): which cells a page shows, and how",
+    "paper": "a page declaration (oodbench/conf/paper/*.yaml): which cells a page shows, and how",
     "figures": "whether score histograms / ROC curves are drawn next to the rows",
     "*.threads": "decode threads per batch: the same pixels",
     "*.download": "whether a missing file may be fetched; the file's content is in the inputs id",

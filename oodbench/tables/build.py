@@ -1,7 +1,7 @@
 """Rebuild every paper page from its spec and the stored rows: ``oodbench tables`` / ``make tables`` (never runs a
 model).
 
-Each ``configs/paper/<name>.yaml`` is rendered by one engine (:mod:`oodbench.tables.engine`) into
+Each ``oodbench/conf/paper/<name>.yaml`` is rendered by one engine (:mod:`oodbench.tables.engine`) into
 ``<results>/tables/<name>.md``, ``.csv`` and ``.tex``; running it twice gives byte-identical files. Per page: build,
 refresh the significance records and chance-flag simulation when the rows they digest changed, rebuild if the
 simulation changed. ``<results>`` is ``--results``, else ``$OODBENCH_RESULTS``, else ``results/``, and must exist;

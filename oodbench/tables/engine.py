@@ -1,8 +1,8 @@
-"""One engine for every paper page: a spec (``configs/paper/<name>.yaml``, key ``paper:``) → long-form CSV + Markdown.
+"""One engine for every paper page: a spec (``oodbench/conf/paper/<name>.yaml``, key ``paper:``) → long-form CSV + Markdown.
 
 A spec declares its cells (the sweep ``python run.py +paper=<name>`` runs), the published numbers (CSVs under
 ``results/paper/`` with a row filter), how a published row maps onto our rows, the metrics compared, any
-aggregation, and a notes file (``configs/paper/<name>.md``) with the prose (above the tables; what follows a line
+aggregation, and a notes file (``oodbench/conf/paper/<name>.md``) with the prose (above the tables; what follows a line
 ``<!-- after the tables -->`` goes below them). The engine reads exactly the stored rows
 of those cells (:mod:`oodbench.tables.cells`) and renders the page from *blocks*, each one of :data:`BLOCKS`:
 

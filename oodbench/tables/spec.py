@@ -1,4 +1,4 @@
-"""The schema of a paper spec (``configs/paper/<name>.yaml``, key ``paper:``), checked when the spec is loaded: a
+"""The schema of a paper spec (``oodbench/conf/paper/<name>.yaml``, key ``paper:``), checked when the spec is loaded: a
 misspelt or missing key is one line naming the spec, the block and the keys it allows — never a ``KeyError`` deep in
 the engine or a column that silently disappears."""
 
@@ -40,9 +40,9 @@ def _check(node: Any, allowed: tuple[set[str], set[str]], where: str, open_ended
 
 
 def validate(spec: dict[str, Any], name: str) -> dict[str, Any]:
-    """``spec`` (the ``paper:`` mapping of ``configs/paper/<name>.yaml``) if it follows the schema, else one
+    """``spec`` (the ``paper:`` mapping of ``oodbench/conf/paper/<name>.yaml``) if it follows the schema, else one
     :class:`~oodbench.errors.OodbenchError` line."""
-    where = f"configs/paper/{name}.yaml paper"
+    where = f"oodbench/conf/paper/{name}.yaml paper"
     _check(spec, TOP, where)
     if not isinstance(spec["blocks"], list) or not spec["blocks"]:
         raise OodbenchError(f"{where}.blocks must be a non-empty list of blocks")

@@ -1,4 +1,4 @@
-"""Training methods: one class each, built from ``configs/train/method/*.yaml`` by Hydra ``_target_``.
+"""Training methods: one class each, built from ``oodbench/conf/train/method/*.yaml`` by Hydra ``_target_``.
 
 ``step(model, batch_in, batch_out) -> (loss, logs)``: ``batch_in = (x, y)`` are float pixels in [0, 1] and
 labels on the device, ``batch_out`` the outlier pixels or None; ``logs`` are detached scalar tensors averaged
