@@ -23,5 +23,5 @@ PAPERS ?= $(basename $(notdir $(wildcard oodbench/conf/paper/*.yaml)))
 reproduce:        ## run every paper spec's cells (resumable, shared cache; cells that cannot run here say why)
 	for p in $(PAPERS); do $(PYTHON) run.py +paper=$$p || exit 1; done
 
-bench:            ## results/bench.md: vs pytorch-ood (pip install '.[bench]'), grids, extraction, growth (~10 min, 2 CPUs)
+bench:            ## results/bench.md + bench.csv: the product path vs pytorch-ood, the table, fixed costs, the forward (~2 h)
 	$(PYTHON) scripts/bench.py

@@ -204,7 +204,7 @@ class Results:
     def summary(self) -> str:
         """Per OOD set, the best detector by AUROC against every other: paired-bootstrap ΔAUROC / ΔFPR95 with 95 %
         intervals and p (the section a sweep's ``summary.md`` prints)."""
-        from oodbench.runner.sweep import paired_lines
+        from oodbench.runner.summary import paired_lines
 
         ok = self.frame[self.frame.status == "ok"].copy()
         ok["setting"] = ok.detector
@@ -215,9 +215,11 @@ class Results:
         """The files ``run.py`` writes, one directory per detector (``metrics.csv``, ``scores.npz``), and the sweep's
         ``summary.md`` / ``summary.csv``; returns the directory."""
         from oodbench.data.files import atomic_savez
-        from oodbench.runner.sweep import summarize
+        from oodbench.runner.summary import summarize
 
         out = Path(directory).expanduser().resolve()
+        if out.exists() and any(out.iterdir()):
+            raise OodbenchError(f"{out} is not empty: save into a new directory (its summary would mix other rows)")
         df = self.frame
         for i, (run, rows) in enumerate(df.groupby("run_name", sort=False)):
             cell = out / f"{i}_{rows.detector.iloc[0]}"

@@ -162,19 +162,19 @@ def format_table(rows: list[dict[str, Any]], written: Path | None = None) -> str
     """The console table: provenance head, one line per OOD set in percent with the bootstrap σ, the rows' path."""
     ok = [r for r in rows if r.get("status") == "ok"]
     head = rows[0]
-    notes = head.get("id_notes") if isinstance(head.get("id_notes"), str) else ""
-    acc = head.get("id_acc")
+    notes = head.get("id_notes") if isinstance(head.get("id_notes"), str) and head.get("id_notes") else ""
+    acc = _num(head.get("id_acc"))
     params = ok[0].get("detector_params", "") if ok else ""
     lines = [
         f"detector {head['detector']} {params} | protocol {head['protocol']}",
         f"checkpoint {head['checkpoint']} sha256 {str(head['checkpoint_sha256'])[:16]}… | arch {head['arch']}",
-        f"ID {head['id_source']}; accuracy " + ("n/a" if acc is None or acc != acc else f"{100 * float(acc):.2f}%")
+        f"ID {head['id_source']}; accuracy " + ("n/a" if acc is None else f"{100 * acc:.2f}%")
         + (f" [{notes}]" if notes else ""),
         f"git {head['git_commit']} | {head['device']} | {head.get('cache', '')} | {head.get('run_seconds', '')}s",
     ]
     if ok:
         cols = ["ood_dataset", "n_ood", *PCT]
-        table = [[str(r["ood_dataset"]), str(int(r["n_ood"])),
+        table = [[str(r["ood_dataset"]), str(int(float(r["n_ood"]))),
                   *(_percent(float(r[m]), _num(r.get(f"{m}_std"))) for m in PCT)] for r in ok]
         widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
         lines.append("metrics in percent (± bootstrap standard deviation); fpr95: ID positive")
@@ -215,16 +215,12 @@ def main(cfg: DictConfig) -> None:
             cfg.run_name = derive_run_name(cfg)
         from oodbench.runner.main import run
 
-        df, served = run(cfg, out)
-        rows = df.to_dict("records")
+        rows, served = run(cfg, out)
         if served:
-            from oodbench.store import write_csv
-
-            write_csv(df, out / "metrics.csv")
             print(f"stored result, nothing recomputed (rerun=true to force): {cfg.run_name}")
         print(format_table(rows, out / "metrics.csv"))
         if cfg.get("figures"):
-            _figures(df, out)
+            _figures(rows, out)
     except OSError as err:  # disk full / read-only mid-run: one line, never a traceback
         _failed(cfg, multirun, OodbenchError(f"{err.strerror or err} ({getattr(err, 'filename', '') or 'no file'}); "
                                              "free space or fix permissions, then rerun (finished cells are kept)"),
@@ -236,9 +232,11 @@ def main(cfg: DictConfig) -> None:
 def _figures(df: Any, out: Path) -> None:
     """``figures=true``: a score histogram + ROC curve per row, from the scores the run wrote (or the stored ones)."""
     import numpy as np
+    import pandas as pd
 
     from oodbench.figures import score_figures
 
+    df = pd.DataFrame(df)
     if not (out / "scores.npz").is_file():
         print("figures: no per-image scores for this cell (rerun=true recomputes them)")
         return

@@ -1,511 +1,521 @@
-"""Benchmark (``make bench``): oodbench's one cached pass against a peer library and against the machine's limit.
+"""Benchmark of the product path (``make bench`` → ``results/bench.md`` + ``results/bench.csv``).
 
-Every figure is measured in this run, on this machine, in this process's thread count:
-  (1) pytorch-ood (the closest peer, optional extra ``pip install oodbench[bench]``) in its natural usage — each
-      detector's ``fit(loader)`` where it needs one, then ``detector(x)`` per batch of a DataLoader — against
-      oodbench (one extraction, then every detector from the cached representations; ODIN runs the network as it
-      must) on the same checkpoint and images, interleaved (peer, oodbench, peer, oodbench, …): min / median of
-      each and the ratio, with the scores' agreement (AUROC of each detector on both sides);
-  (2) perturbation grids: naive vs shared gradient sign (``scripts/bench_grid.py``);
-  (3) extraction (features + head) vs a bare ``model(x)`` loop over pre-decoded tensors (the limit here), from
-      pre-decoded arrays and from a real image folder decoded in 0 and 2 DataLoader workers;
-  (4) growth: the post-forward pipeline (cache write + read, fits, scores of every detector, metrics) on
-      synthetic features at several OOD counts, each in a fresh subprocess (its own peak RSS), one ImageNet-shaped
-      row (2048-d features, 1000 classes), and the projection to ImageNet scale computed from those rows;
-  (5) peak memory of this process.
-On a GPU (``--device cuda``) it adds fp32 vs AMP (bf16 autocast) and channels_last throughput.
+Every figure is measured in this run on this machine; each side runs as its own process from an empty cache, process
+start, imports and decoding included, and the sides are interleaved round by round (A, B, C, D, A, B, ...), so a
+busy minute slows every side alike; min and median over the rounds.
+
+1. **Product path vs the peer** at a realistic size — ID 1,017 (every exact CIFAR-10 test image) + iSUN and LSUN-resize
+   (1,000 each, the default protocol), fit on the 5,085-image exact training subset, 8 detectors (MSP, Energy,
+   MaxLogit, Mahalanobis, KNN, ViM, ReAct, DICE) on DICE's CIFAR-10 DenseNet-BC-100: oodbench as ``run.py -m`` and
+   as the Python API; pytorch-ood 0.4 as its users write it (``scripts/bench_peer.py --mode natural``: the network
+   per detector) and as a careful user shares one pass (``--mode careful``). The forward-count ceiling is the ratio of
+   images the two sides push through the network.
+2. **ODIN** (T = 1000, ε = 0.0014) separately: it needs the network on both sides.
+3. **The whole post-hoc table** (every detector config of the post-hoc page but ODIN) from one pass (the API) against a
+   pass per configuration (the same library, the network re-run for each configuration's images).
+4. **Fixed costs**: a warm served run (CPU-s of the whole process), the marginal CPU-s of a multirun cell beyond its
+   own scoring, what an empty cache decodes, ``make tables`` for every page and its growth with the rows (×1, ×10
+   synthetic), and ``python -X importtime``: which heavy packages a command imports.
+5. **The forward itself**: ``no_grad`` (today's path) against ``inference_mode``, channels-last and TorchScript
+   freezing for DenseNet-BC-100 (32 px) and ResNet-50 (224 px, random weights): images/s and the largest change of a
+   logit.
 """
 
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this checkout's oodbench, not another install
-
-import argparse
-import json
-import resource
-import statistics
-import subprocess
 import sys
-import tarfile
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's oodbench
 
-from oodbench.data.base import ImageSet, protocol_subset
-from oodbench.data.cifar import load_cifar
-from oodbench.data.lazy import FolderImages
-from oodbench.detectors import ODIN
-from oodbench.detectors.base import FitData
-from oodbench.metrics import auroc, compute_all
-from oodbench.models.registry import load_classifier
-from oodbench.paths import CONFIG_DIR, REPO_ROOT, resolve
-from oodbench.runner.build import build
-from oodbench.runner.forward import extract, resolve_device
-from oodbench.runner.provenance import git_commit
-from oodbench.runner.scoring import ScoringContext, score_set
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
-DETECTORS = ["msp", "energy", "maxlogit", "mahalanobis", "react", "dice", "knn", "vim"]
-ASH_P = [60, 65, 70, 75, 80, 85, 90, 95]
-COMMON = ["msp", "energy", "maxlogit", "mahalanobis", "react", "odin"]  # what the peer runs (issue 12's list)
-ODIN_T, ODIN_EPS = 1000.0, 0.0014  # ODIN's CIFAR-10 setting, both sides
-MIB = 2**20
+from oodbench.paths import REPO_ROOT, resolve  # noqa: E402
 
-
-def _node(group: str, name: str) -> DictConfig:
-    return OmegaConf.load(CONFIG_DIR / group / f"{name}.yaml")
+PY = sys.executable
+EIGHT = ["msp", "energy", "maxlogit", "mahalanobis", "knn", "vim", "react", "dice"]
+FITS = {"mahalanobis", "knn", "vim", "react", "dice"}
+ROWS: list[dict[str, Any]] = []  # everything measured, written to bench.csv
 
 
-def _configs() -> list[tuple[str, DictConfig]]:
-    """Every post-hoc detector configuration of the table: name and its config node (built by ``build``)."""
-    out = [(name, _node("detector", name)) for name in DETECTORS]
-    ash = _node("detector", "ash")
-    out += [(f"ash_{v}{p}", OmegaConf.merge(ash, {"variant": v, "p": p})) for v in "pbs" for p in ASH_P]
-    return out
+def record(section: str, name: str, **values: Any) -> dict[str, Any]:
+    row = {"section": section, "name": name, **values}
+    ROWS.append(row)
+    return row
 
 
-def _peak_mib() -> float:
-    """This process's peak resident set size: ``VmHWM`` (reset by exec, unlike ``ru_maxrss``, which a child
-    started by ``subprocess`` inherits from its parent on Linux), else ``ru_maxrss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _stats(times: list[float]) -> str:
-    return f"{min(times):.1f} / {statistics.median(times):.1f}"
-
-
-# ---------------------------------------------------------------------------------------------------- (1) peer
-def _peer_run(model, fit_set: ImageSet, tests: dict[str, ImageSet], device, bs: int) -> tuple[dict, dict]:
-    """pytorch-ood, as its docs use it: DataLoaders of (x, y) over the pre-decoded images (the peer's most
-    favourable input: float tensors, no decoding), ``fit(loader)``, then ``detector(x)`` per batch; ``no_grad``
-    around every detector but ODIN (which needs the input gradient). Returns {detector: seconds}, {detector:
-    {set: scores, higher = more in-distribution}}."""
-    from pytorch_ood.detector import ODIN as PODIN
-    from pytorch_ood.detector import EnergyBased, Mahalanobis, MaxLogit, MaxSoftmax, ReAct
-    from torch.utils.data import DataLoader, TensorDataset
-
-    def loader(s: ImageSet) -> DataLoader:
-        x = torch.cat(list(s.batches(len(s))))
-        y = torch.from_numpy(s.labels).long() if s.labels is not None else torch.zeros(len(s), dtype=torch.long)
-        return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=False)
-
-    fit_loader, loaders = loader(fit_set), {k: loader(s) for k, s in tests.items()}
-    make = {
-        "msp": lambda: MaxSoftmax(model),
-        "energy": lambda: EnergyBased(model),
-        "maxlogit": lambda: MaxLogit(model),
-        "mahalanobis": lambda: Mahalanobis(model.features),
-        "react": lambda: ReAct(backbone=model.features, head=model.head, percentile=0.9),
-        "odin": lambda: PODIN(model, eps=ODIN_EPS, temperature=ODIN_T),
-    }
-    times, scores = {}, {}
-    for name in COMMON:
-        t = time.perf_counter()
-        det = make[name]().to(device)
-        with torch.no_grad() if name != "odin" else torch.enable_grad():
-            if name in ("mahalanobis", "react"):
-                det.fit(fit_loader)
-            out = {k: -torch.cat([det(x.to(device)).detach().cpu() for x, _ in ld]).double().numpy()
-                   for k, ld in loaders.items()}
-        compute_all(out["id"], out["ood"])
-        times[name] = time.perf_counter() - t
-        scores[name] = out
-    return times, scores
-
-
-def _ours_run(model, fit_set: ImageSet, tests: dict[str, ImageSet], device, bs: int) -> tuple[dict, dict]:
-    """oodbench: one extraction over fit + test images, then each detector from the representations (ODIN with
-    ε > 0 runs the network, as it must); the same six detectors first, then the rest of the table."""
-    times, scores = {}, {}
+def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = REPO_ROOT,
+          timeout: int = 7200) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall s, CPU s of the child and its children, the finished process) of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    reps = {k: extract(model, s, device, bs) for k, s in {"fit": fit_set, **tests}.items()}
-    times["pass"] = time.perf_counter() - t
-    fit = FitData(reps["fit"].features, torch.from_numpy(fit_set.labels), reps["fit"].logits, model.head,
-                  fit_set.describe())
-    ctx = ScoringContext(model, device, bs)
-    nodes = dict(_configs())
-    for name in COMMON + [n for n in nodes if n not in COMMON]:
-        t = time.perf_counter()
-        det = ODIN(ODIN_T, ODIN_EPS) if name == "odin" else build(nodes[name], f"detector {name}")
-        if det.needs_fit:
-            det.fit(fit)
-        out = {k: score_set(det, reps[k], s, ctx, name) for k, s in tests.items()}
-        compute_all(out["id"], out["ood"])
-        times[name] = time.perf_counter() - t
-        scores[name] = out
-    return times, scores
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})},
+                          timeout=timeout)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed:\n{proc.stderr[-3000:]}")
+    return wall, cpu, proc
 
 
-def peer_section(model, device, args, data: Path, cache: Path) -> list[str]:
-    try:
-        import pytorch_ood
-    except ImportError:
-        return ["## (1) Measured peer ratio: pytorch-ood", "", "pytorch-ood is not installed, so this run has no peer "
-                "ratio: `pip install 'oodbench[bench]'` (pytorch-ood 0.4) and re-run.", ""]
-    kw = dict(data_dir=str(data), subset="cifar10/cifar10-exact-subset.npz")
-    id_set = protocol_subset(load_cifar("cifar10", **kw), max_images=args.n_id)
-    fit_set = protocol_subset(load_cifar("cifar10", split="train", **kw), max_images=args.n_fit)
-    ood = protocol_subset(build(_node("ood", args.ood), f"OOD set {args.ood}", data_dir=str(data),
-                                cache_dir=str(cache)), max_images=args.n_ood)
-    tests = {"id": id_set, "ood": ood}
-    peer_t: list[dict] = []
-    ours_t: list[dict] = []
-    x = next(id_set.batches(args.batch_size)).to(device)
-    ODIN(ODIN_T, ODIN_EPS).score_batch(model, x)  # warm-up: forward and backward kernels, before either side
-    for r in range(args.repeats):  # interleaved: A, B, A, B, …
-        pt, p_scores = _peer_run(model, fit_set, tests, device, args.batch_size)
-        peer_t.append(pt)
-        print(f"peer run {r + 1}: {sum(pt.values()):.1f} s", flush=True)
-        ot, o_scores = _ours_run(model, fit_set, tests, device, args.batch_size)
-        ours_t.append(ot)
-        print(f"oodbench run {r + 1}: {sum(ot.values()):.1f} s", flush=True)
-    peer_tot = [sum(t.values()) for t in peer_t]
-    ours_same = [t["pass"] + sum(t[k] for k in COMMON) for t in ours_t]
-    ours_all = [sum(t.values()) for t in ours_t]
-    n_cfg = len(ours_t[0]) - 1
-    rows = []
-    for k in COMMON:
-        a_peer = auroc(p_scores[k]["id"], p_scores[k]["ood"])
-        a_ours = auroc(o_scores[k]["id"], o_scores[k]["ood"])
-        rows.append(f"| {k} | {_stats([t[k] for t in peer_t])} | {_stats([t[k] for t in ours_t])} | "
-                    f"{100 * a_peer:.2f} | {100 * a_ours:.2f} | {100 * abs(a_peer - a_ours):.2f} |")
-    diff = {k: abs(auroc(p_scores[k]["id"], p_scores[k]["ood"]) - auroc(o_scores[k]["id"], o_scores[k]["ood"]))
-            for k in COMMON}
-    worst, worst_same = max(diff.values()), max(v for k, v in diff.items() if k != "mahalanobis")
-    n_img = len(id_set) + len(ood)
-    return [
-        "## (1) Measured peer ratio: pytorch-ood vs oodbench", "",
-        f"pytorch-ood {pytorch_ood.__version__}; images: ID {len(id_set)} (CIFAR-10 test, exact subset) + OOD "
-        f"{len(ood)} ({args.ood}) scored, {len(fit_set)} CIFAR-10 train images to fit on; batch {args.batch_size}; "
-        f"{args.repeats} interleaved repeats (peer, oodbench, peer, …); times are min / median in seconds.", "",
-        "Peer: each detector in its natural usage — `fit(loader)` (Mahalanobis, ReAct), then `detector(x)` per "
-        "batch of a DataLoader over the same pre-decoded tensors, `torch.no_grad()` except ODIN. oodbench: one "
-        "`extract` over fit + test images, then every detector from the representations; ODIN (T = 1000, "
-        "ε = 0.0014) runs the network on both sides.", "",
-        "| detector | pytorch-ood (s) | oodbench (s) | AUROC % pytorch-ood | AUROC % oodbench | |Δ| |",
-        "|---|---|---|---|---|---|",
-        f"| oodbench's one pass ({len(fit_set)} fit + {n_img} test images) | — | "
-        f"{_stats([t['pass'] for t in ours_t])} | | | |",
-        *rows, "",
-        f"- pytorch-ood, the six detectors: {_stats(peer_tot)} s",
-        f"- oodbench, the same six (pass included): {_stats(ours_same)} s → ratio **"
-        f"{min(peer_tot) / min(ours_same):.2f}×** (min / min; median / median "
-        f"{statistics.median(peer_tot) / statistics.median(ours_same):.2f}×)",
-        f"- oodbench, the whole post-hoc table ({n_cfg} configurations: the six + DICE, KNN, ViM, 24 ASH) from the "
-        f"same pass: {_stats(ours_all)} s → ratio **{min(peer_tot) / min(ours_all):.2f}×** (median / median "
-        f"{statistics.median(peer_tot) / statistics.median(ours_all):.2f}×); table / pass = "
-        f"{min(ours_all) / min(t['pass'] for t in ours_t):.2f}× (ODIN's own network passes included)",
-        f"- score agreement (AUROC, ID vs {args.ood}): largest difference {100 * worst:.2f} points over the six "
-        f"detectors, {100 * worst_same:.2f} over those with identical definitions (all but Mahalanobis: pytorch-ood "
-        "inverts the unnormalised scatter matrix + 1e-6·I, oodbench pseudo-inverts the covariance as Lee et al.'s code "
-        f"does — with {len(fit_set)} fit images for 342-d features the two differ) — "
-        f"{'within' if worst_same <= 0.01 else 'NOT within'} 1 point", ""]
+def stats(xs: list[float]) -> str:
+    return f"{min(xs):.1f} / {statistics.median(xs):.1f}"
 
 
-# ------------------------------------------------------------------------------------------ (3) extraction
-def _isun_folder(data: Path, n: int, root: Path) -> list[Path]:
-    """The first ``n`` real iSUN JPEGs of the published archive, written out as an image folder."""
-    out = []
-    with tarfile.open(data / "ood" / "iSUN.tar.gz", "r:gz") as tar:
-        for m in tar:
-            if m.isfile() and m.name.lower().endswith(".jpeg"):
-                out.append(root / f"{len(out):05d}.jpeg")
-                out[-1].write_bytes(tar.extractfile(m).read())
-                if len(out) == n:
-                    break
-    return out
+# ------------------------------------------------------------------------------------------- (1) product path
+def _ours_cli(args: argparse.Namespace, tmp: Path) -> Callable[[], dict[str, Any]]:
+    def run() -> dict[str, Any]:
+        cache, sweep = Path(tempfile.mkdtemp(dir=tmp)), Path(tempfile.mkdtemp(dir=tmp))
+        cmd = [PY, "run.py", "-m", f"detector={','.join(EIGHT)}", "arch.weights=dice",
+               f"ood=[{args.sets}]", f"protocol.max_ood={args.n_ood}", f"hydra.sweep.dir={sweep}"]
+        wall, cpu, _ = timed(cmd, {"OODBENCH_CACHE": str(cache)})
+        with open(sweep / "summary.csv") as f:
+            rows = list(csv.DictReader(f))
+        auroc = {(r["detector"], r["ood_dataset"]): float(r["auroc"]) for r in rows if r["status"] == "ok"}
+        shutil.rmtree(cache, ignore_errors=True)
+        return {"wall": wall, "cpu": cpu, "auroc": auroc}
+    return run
 
 
-def extraction_section(model, device, args, data: Path) -> list[str]:
-    kw = dict(data_dir=str(data), subset="cifar10/cifar10-exact-subset.npz")
-    arrays = protocol_subset(load_cifar("cifar10", **kw), max_images=args.n_extract)
-    tensors = list(arrays.batches(args.batch_size))
-    with tempfile.TemporaryDirectory() as tmp:
-        files = _isun_folder(data, args.n_extract, Path(tmp))
-        images = FolderImages(files, size=32, resize=32)
-        folder = ImageSet("isun_folder", images, None, "image folder", len(images), np.arange(len(images)), "bench")
-        runs: dict[str, Callable[[], object]] = {
-            "bare `model(x)`, pre-decoded tensors": lambda: [model(x.to(device)) for x in tensors],
-            "extract, pre-decoded arrays": lambda: extract(model, arrays, device, args.batch_size, 0),
-            "extract, image folder, 0 workers": lambda: extract(model, folder, device, args.batch_size, 0),
-            "extract, image folder, 2 workers": lambda: extract(model, folder, device, args.batch_size, 2),
-        }
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        with torch.no_grad():
-            model(tensors[0].to(device))  # warm-up
-            for _ in range(args.repeats):  # interleaved
-                for k, fn in runs.items():
-                    t = time.perf_counter()
-                    fn()
-                    times[k].append(time.perf_counter() - t)
-    bare = min(times[next(iter(runs))])
-    rows = [f"| {k} | {args.n_extract / min(v):.1f} | {_stats(v)} | {bare / min(v):.2f}× |" for k, v in times.items()]
-    return ["## (3) Extraction vs the bare forward loop", "",
-            f"{args.n_extract} images (CIFAR-10 test for the arrays, the first {args.n_extract} iSUN JPEGs of the "
-            f"published archive written to a temporary folder for the folder rows), batch {args.batch_size}, "
-            f"{args.repeats} interleaved repeats. Ratio = bare time / this time (goal ≥ 0.9×).", "",
-            "| path | img/s (best) | s min / median | ratio to bare |", "|---|---|---|---|", *rows, ""]
+def _ours_api(args: argparse.Namespace, tmp: Path) -> Callable[[], dict[str, Any]]:
+    code = ("import json, oodbench\n"
+            f"r = oodbench.evaluate('dice_densenet_cifar10', id='cifar10', detectors={EIGHT!r}, "
+            f"ood={args.sets.split(',')!r}, max_ood={args.n_ood})\n"
+            "print(json.dumps({f'{d}|{o}': a for d, o, a in zip(r.frame.detector, r.frame.ood_dataset, "
+            "r.frame.auroc)}))")
+
+    def run() -> dict[str, Any]:
+        cache = Path(tempfile.mkdtemp(dir=tmp))
+        wall, cpu, proc = timed([PY, "-c", code], {"OODBENCH_CACHE": str(cache)})
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        shutil.rmtree(cache, ignore_errors=True)
+        return {"wall": wall, "cpu": cpu, "auroc": {tuple(k.split("|")): v for k, v in out.items()}}
+    return run
 
 
-# ---------------------------------------------------------------------------------------------- (4) growth
-def _growth_worker(spec: dict) -> dict:
-    """In a fresh process: synthetic representations through cache write + read, fits, every detector's scores
-    and the metrics; times per phase and this process's peak RSS."""
-    from torch import nn
-
-    from oodbench.runner.cache import RepresentationCache
-    from oodbench.runner.forward import Representations
-
-    base = _peak_mib()
-    n_ood, n_id, n_fit, dim, classes = (spec[k] for k in ("n_ood", "n_id", "n_fit", "dim", "classes"))
-    torch.manual_seed(0)
-    head = nn.Linear(dim, classes)
-    centers = torch.randn(classes, dim)
-
-    def synth(n: int, shift: float) -> tuple[Representations, torch.Tensor]:
-        labels = torch.arange(n) % classes
-        feats = torch.cat([(centers[labels[s:s + 8192]] + shift + torch.randn(min(8192, n - s), dim)).relu_()
-                           for s in range(0, n, 8192)])
-        with torch.no_grad():
-            return Representations(head(feats), feats), labels
-
-    sets = {"fit": synth(n_fit, 0.0), "id": synth(n_id, 0.0), "ood": synth(n_ood, 0.5)}
-    t: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        reps = {}
-        for k, (r, _) in sets.items():
-            t0 = time.perf_counter()
-            RepresentationCache(Path(tmp)).get_or_compute(k, lambda r=r: r, k)  # miss: write
-            reps[k] = RepresentationCache(Path(tmp)).get_or_compute(k, lambda: None, k)  # hit: read back
-            t[f"cache_{k}"] = time.perf_counter() - t0
-    fit = FitData(reps["fit"].features, sets["fit"][1], reps["fit"].logits, head, "synthetic")
-    t["fit"] = t["score_id"] = t["score_ood"] = 0.0
-    for name in DETECTORS:
-        det = build(_node("detector", name), f"detector {name}")
-        t0 = time.perf_counter()
-        if det.needs_fit:
-            det.fit(fit)
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            ids = det.score_features(reps["id"].features, head) if det.consumes == "features" \
-                else det.score_logits(reps["id"].logits)
-        t2 = time.perf_counter()
-        with torch.no_grad():
-            oods = det.score_features(reps["ood"].features, head) if det.consumes == "features" \
-                else det.score_logits(reps["ood"].logits)
-        compute_all(ids.double().numpy(), oods.double().numpy())
-        t["fit"] += t1 - t0
-        t["score_id"] += t2 - t1
-        t["score_ood"] += time.perf_counter() - t2
-    return {**spec, **t, "rss_base": base, "rss_peak": _peak_mib()}
+def _peer(args: argparse.Namespace, tmp: Path, mode: str) -> Callable[[], dict[str, Any]]:
+    def run() -> dict[str, Any]:
+        cache = Path(tempfile.mkdtemp(dir=tmp))
+        cmd = [PY, "scripts/bench_peer.py", "--mode", mode, "--sets", args.sets, "--n-ood", str(args.n_ood)]
+        wall, cpu, proc = timed(cmd, {"OODBENCH_CACHE": str(cache)})
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        shutil.rmtree(cache, ignore_errors=True)
+        return {"wall": wall, "cpu": cpu, "images": out["images_through_the_network"],
+                "auroc": {(d, o): a for d, per in out["auroc"].items() for o, a in per.items()}}
+    return run
 
 
-def _run_growth(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--growth-worker", json.dumps(spec)], capture_output=True,
-                         text=True, check=False)
-    if out.returncode:
-        raise RuntimeError(f"growth worker {spec} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _resnet50_rate(n: int) -> float:
-    """This machine's fp32 ResNet-50 (224 px, random weights) forward rate on ``n`` images, best of two."""
-    import torchvision
-
-    net = torchvision.models.resnet50().eval()
-    x = torch.rand(n, 3, 224, 224)
-    with torch.no_grad():
-        net(x[:1])
-        best = float("inf")
-        for _ in range(2):
-            t = time.perf_counter()
-            net(x)
-            best = min(best, time.perf_counter() - t)
-    return n / best
-
-
-def growth_section(args) -> list[str]:
-    counts = [int(c) for c in args.growth.split(",") if c]
-    specs = [dict(n_ood=n, n_id=args.growth_id, n_fit=args.growth_fit, dim=342, classes=10) for n in counts]
-    if args.growth_imagenet:
-        specs.append(dict(n_ood=args.growth_imagenet, n_id=args.growth_id, n_fit=max(args.growth_fit, 2000),
-                          dim=2048, classes=1000))  # ≥ 2 per class: a class covariance needs within-class spread
-    rows, res = [], []
-    for spec in specs:
-        r = _run_growth(spec)
-        res.append(r)
-        ood_t = r["cache_ood"] + r["score_ood"]
-        total = sum(r[k] for k in ("cache_fit", "cache_id", "cache_ood", "fit", "score_id", "score_ood"))
-        rows.append(f"| {r['n_ood']} | {r['dim']} × {r['classes']} | {r['cache_ood']:.2f} | {r['score_ood']:.2f} | "
-                    f"{1e6 * ood_t / r['n_ood']:.0f} | {r['cache_id'] + r['cache_fit'] + r['fit'] + r['score_id']:.2f}"
-                    f" | {total:.1f} | {r['rss_base']:.0f} | {r['rss_peak']:.0f} |")
-        print(rows[-1], flush=True)
-    lines = ["## (4) Growth: the post-forward pipeline on synthetic representations", "",
-             f"Each row a fresh subprocess: ID {args.growth_id} + fit {args.growth_fit} + the stated OOD count of "
-             "synthetic features (and logits from a linear head) → representation-cache write + read (npz, as the "
-             f"runner does) → fit of {', '.join(DETECTORS)} → scores of the ID and OOD sets → all metrics. "
-             "`per OOD image` = (OOD cache write/read + OOD scoring and metrics) / OOD count; peak RSS is the "
-             "process's `VmHWM`, `after import` its value once torch and oodbench are imported. The ID, fit "
-             "and OOD sets are held in memory together, as in a run.", "",
-             "| OOD images | features × classes | OOD cache (s) | OOD scores + metrics (s) | per OOD image (µs) "
-             "| fixed: ID + fit cache, fits, ID scores (s) | total (s) | RSS after import (MiB) | peak RSS (MiB) |",
-             "|---|---|---|---|---|---|---|---|---|", *rows, ""]
-    small = [r for r in res if r["dim"] == 342]
-    if len(small) >= 2:
-        a, b = small[0], small[-1]
-        slope = (b["rss_peak"] - a["rss_peak"]) * MIB / (b["n_ood"] - a["n_ood"])
-        raw = 4 * (342 + 10)
-        lines += [f"- memory: peak RSS grows by {slope / 1024:.1f} KiB per OOD image between {a['n_ood']} and "
-                  f"{b['n_ood']} images, against {raw / 1024:.2f} KiB of float32 features + logits per image "
-                  f"({slope / raw:.1f}× the raw bytes): every set's representations are held in memory whole "
-                  "(extraction concatenates the batches, the cache writes one npz per set, detectors score the "
-                  "whole array); nothing is streamed to disk batch by batch. Metrics are sort-based "
-                  "(O(n log n) time, O(n) memory): no ID × OOD pairs are materialised.", ""]
-    big = [r for r in res if r["dim"] == 2048]
-    if big:
-        r = big[0]
-        rate50 = _resnet50_rate(args.resnet_images)
-        n_total, per_img = 50_000 + 4 * 10_000, 4 * (2048 + 1000)
-        raw = n_total * per_img
-        mult = max(1.0, (r["rss_peak"] - r["rss_base"]) * MIB / ((r["n_ood"] + r["n_id"] + r["n_fit"]) * per_img))
-        proj_mem = r["rss_base"] * MIB + mult * raw
-        post = (r["cache_ood"] + r["score_ood"]) / r["n_ood"] * n_total
-        lines += [
-            "### Projection to ImageNet scale (50,000 ID + 4 × 10,000 OOD, 2048-d features, 1000 classes)", "",
-            f"- stored representations: 90,000 × (2048 + 1000) × 4 B = {raw / 2**30:.2f} GiB (float32 features + "
-            "logits; the pixels are decoded per batch by `FolderImages`, never held)",
-            f"- memory: the measured ImageNet-shaped row used {mult:.1f}× its raw representation bytes above the "
-            f"import baseline; {r['rss_base']:.0f} MiB + {mult:.1f} × {raw / 2**30:.2f} GiB = "
-            f"**{proj_mem / 2**30:.1f} GiB** peak with all 90,000 images' representations in memory at once "
-            f"(the worst case; the multiplier is the measured row's, transient float64 copies of ViM / "
-            f"Mahalanobis included): {'fits' if proj_mem < 24 * 2**30 else 'does NOT fit'} in 24 GiB",
-            f"- the fits (Mahalanobis, ViM: eigendecompositions of 2048 × 2048 in float64) took "
-            f"{r['fit']:.0f} s on {r['n_fit']} fit features in that row; they do not grow with the test images",
-            f"- post-forward time: {1e6 * (r['cache_ood'] + r['score_ood']) / r['n_ood']:.0f} µs per image "
-            f"(measured, 2048-d row) × 90,000 = {post:.0f} s on this CPU",
-            f"- forward: ResNet-50 (224 px, fp32) measured here at {rate50:.1f} img/s on {args.resnet_images} images "
-            f"→ 90,000 images = {n_total / rate50 / 3600:.1f} h on this CPU. On a GPU the forward takes "
-            "90,000 / R s for a ResNet-50 rate of R img/s (not measured in this run; at a stated R = 1,000 img/s, "
-            "90 s), and decoding 224-px JPEGs must keep up with R: that is what the DataLoader workers of (3) "
-            "are for (`num_workers=auto` gives image folders up to 4). The post-forward part does not depend on the "
-            "network.", ""]
+def product_section(args: argparse.Namespace, tmp: Path) -> list[str]:
+    n_id, n_fit, n_sets = 1017, 5085, len(args.sets.split(","))
+    test = n_id + n_sets * args.n_ood
+    ours_images = n_fit + test
+    peer_images = len(EIGHT) * test + len(FITS) * n_fit
+    ceiling = peer_images / ours_images
+    sides = {"oodbench run.py -m": _ours_cli(args, tmp), "oodbench API": _ours_api(args, tmp),
+             "pytorch-ood, natural": _peer(args, tmp, "natural"), "pytorch-ood, one shared pass": _peer(args, tmp,
+                                                                                                       "careful")}
+    got: dict[str, list[dict[str, Any]]] = {k: [] for k in sides}
+    for r in range(args.rounds):
+        for name, fn in sides.items():
+            res = fn()
+            got[name].append(res)
+            record("product", name, round=r, wall_s=round(res["wall"], 2), cpu_s=round(res["cpu"], 2))
+            print(f"round {r + 1} {name}: {res['wall']:.1f} s wall, {res['cpu']:.1f} CPU-s", flush=True)
+    wall = {k: [x["wall"] for x in v] for k, v in got.items()}
+    cpu = {k: [x["cpu"] for x in v] for k, v in got.items()}
+    peer = "pytorch-ood, natural"
+    lines = ["## 1. Product path vs pytorch-ood at a realistic size", "",
+             f"ID {n_id} CIFAR-10 test images (every exact-subset image) + {', '.join(args.sets.split(','))} "
+             f"({args.n_ood} each, the default protocol's seeded subsample), fit on the {n_fit}-image exact training "
+             f"subset; 8 detectors ({', '.join(EIGHT)}) on `dice_densenet_cifar10`; each side a fresh process from an "
+             f"empty cache; {args.rounds} interleaved rounds; seconds min / median.", "",
+             f"Images through the network: oodbench {ours_images} (one pass per set), pytorch-ood as written "
+             f"{peer_images} (every detector its own pass over the {test} test images, the five that fit one more "
+             f"over the {n_fit} fit images) → **forward-count ceiling {ceiling:.2f}×**.", "",
+             "| side | wall s | CPU s | ratio to pytorch-ood natural (wall, min/min) | share of the ceiling |",
+             "|---|---|---|---|---|"]
+    for k in sides:
+        ratio = min(wall[peer]) / min(wall[k])
+        share = f"{ratio / ceiling:.2f}" if k.startswith("oodbench") else ""
+        lines.append(f"| {k} | {stats(wall[k])} | {stats(cpu[k])} | {ratio:.2f}× | {share} |")
+        record("product_summary", k, wall_min=round(min(wall[k]), 2), wall_median=round(statistics.median(wall[k]), 2),
+               cpu_min=round(min(cpu[k]), 2), ratio=round(ratio, 3), ceiling=round(ceiling, 3))
+    diff = {}
+    for k in ("oodbench API", "pytorch-ood, natural", "pytorch-ood, one shared pass"):
+        a, b = got["oodbench run.py -m"][0]["auroc"], got[k][0]["auroc"]
+        diff[k] = {key: abs(a[key] - b[key]) for key in a if key in b}
+    same = {key: v for key, v in diff["pytorch-ood, natural"].items() if key[0] not in ("mahalanobis", "dice")}
+    lines += ["", f"- oodbench's two entry points give the same numbers: largest AUROC difference "
+              f"{100 * max(diff['oodbench API'].values()):.4f} points over {len(diff['oodbench API'])} cells.",
+              f"- against pytorch-ood (natural), AUROC differs by at most {100 * max(same.values()):.2f} points on the "
+              f"{len(same)} cells of the detectors both define alike; Mahalanobis (pytorch-ood adds 1e-6·I to the "
+              "scatter matrix; oodbench pseudo-inverts the covariance as Lee et al.'s code) and DICE (oodbench uses "
+              "the authors' published mean feature of this checkpoint, pytorch-ood fits it on the fit images) differ "
+              "by definition: largest "
+              f"{100 * max(v for key, v in diff['pytorch-ood, natural'].items() if key[0] == 'mahalanobis'):.2f} and "
+              f"{100 * max(v for key, v in diff['pytorch-ood, natural'].items() if key[0] == 'dice'):.2f} points.", ""]
+    for key, v in diff["pytorch-ood, natural"].items():
+        record("agreement", f"{key[0]}|{key[1]}", auroc_diff=round(v, 6))
     return lines
 
 
-# ----------------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------------- (2) ODIN
+def odin_section(args: argparse.Namespace, tmp: Path) -> list[str]:
+    code_ours = ("import json, oodbench\nr = oodbench.evaluate('dice_densenet_cifar10', detectors=[('odin', "
+                 f"{{'epsilon': 0.0014}})], ood=['isun'], max_id={args.odin_n}, max_ood={args.odin_n}, bootstrap=0)\n"
+                 "print(json.dumps(float(r.frame.auroc.iloc[0])))")
+    code_peer = f"""
+import json, sys, torch
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from pytorch_ood.detector import ODIN
+from oodbench.api import _builtin
+from oodbench.data.base import protocol_subset
+from oodbench.metrics import auroc
+from oodbench.models.registry import load_classifier
+m, _ = load_classifier('dice_densenet_cifar10'); m.eval()
+sets = [protocol_subset(_builtin('id', 'cifar10', 'cifar10'), max_images={args.odin_n}),
+        protocol_subset(_builtin('ood', 'isun', 'cifar10'), max_images={args.odin_n})]
+det = ODIN(m, eps=0.0014, temperature=1000.0)
+s = [-torch.cat([det(x).detach() for x in d.batches(128)]).double().numpy() for d in sets]
+print(json.dumps(float(auroc(s[0], s[1]))))
+"""
+    got: dict[str, list[tuple[float, float, float]]] = {"oodbench API": [], "pytorch-ood": []}
+    for r in range(args.rounds):
+        for name, code in (("oodbench API", code_ours), ("pytorch-ood", code_peer)):
+            cache = Path(tempfile.mkdtemp(dir=tmp))
+            wall, cpu, proc = timed([PY, "-c", code], {"OODBENCH_CACHE": str(cache)})
+            got[name].append((wall, cpu, json.loads(proc.stdout.strip().splitlines()[-1])))
+            record("odin", name, round=r, wall_s=round(wall, 2), cpu_s=round(cpu, 2))
+            print(f"round {r + 1} ODIN {name}: {wall:.1f} s", flush=True)
+    w = {k: [x[0] for x in v] for k, v in got.items()}
+    return ["## 2. ODIN (T = 1000, ε = 0.0014): the network on both sides", "",
+            f"{args.odin_n} CIFAR-10 test + {args.odin_n} iSUN images, one process each from an empty cache, "
+            f"{args.rounds} interleaved rounds.", "",
+            "| side | wall s (min / median) | AUROC % |", "|---|---|---|",
+            *(f"| {k} | {stats(v)} | {100 * got[k][0][2]:.3f} |" for k, v in w.items()), "",
+            f"- ratio {min(w['pytorch-ood']) / min(w['oodbench API']):.2f}× (min / min): both run a forward, a "
+            "backward and a second forward per image; no cache can serve an input perturbation.", ""]
+
+
+# ------------------------------------------------------------------------------------------- (3) whole table
+def _table_configs() -> list[str]:
+    """Every detector config of the post-hoc page but ODIN (which needs the network on both sides) and the ones
+    that cannot fit on ID-train here."""
+    from oodbench.tables.engine import load_spec
+
+    block = next(b for b in load_spec("posthoc_cifar")["blocks"] if b["kind"] == "grid")
+    dets = block["detectors"]
+    return [d for d in (dets if isinstance(dets, list) else list(dets)) if d not in ("odin", "temp_scaling")]
+
+
+def table_section(args: argparse.Namespace, tmp: Path) -> list[str]:
+    configs = _table_configs()
+    common = (f"id='cifar10', ood={args.table_sets.split(',')!r}, max_id={args.table_n}, max_ood={args.table_n}, "
+              f"max_fit={args.table_fit}, bootstrap=0")
+    one_pass = ("import json, oodbench\n"
+                f"r = oodbench.evaluate('dice_densenet_cifar10', detectors={configs!r}, {common})\n"
+                "print(json.dumps(len(r.frame)))")
+    per_config = ("import json, oodbench\nn = 0\n"
+                  f"for d in {configs!r}:\n"
+                  f"    r = oodbench.evaluate('dice_densenet_cifar10', detectors=[d], cache=False, {common})\n"
+                  "    n += len(r.frame)\nprint(json.dumps(n))")
+    n_sets = len(args.table_sets.split(","))
+    test, fit = args.table_n * (1 + n_sets), args.table_fit
+    from oodbench.conf import group_node
+    from oodbench.runner.build import build
+
+    n_fit = 0
+    for d in configs:
+        from omegaconf import OmegaConf
+
+        det = build(OmegaConf.create({"id": {"name": "cifar10"}, "d": group_node("detector", d)}).d, d, "detector")
+        n_fit += bool(det.needs_fit) or d == "dice"  # DICE's published mean: no fit, but ours stays conservative
+    ceiling = (len(configs) * test + n_fit * fit) / (test + fit)
+    got: dict[str, list[float]] = {"one pass (oodbench API)": [], "a pass per configuration": []}
+    for r in range(args.rounds):
+        for name, code in (("one pass (oodbench API)", one_pass), ("a pass per configuration", per_config)):
+            cache = Path(tempfile.mkdtemp(dir=tmp))
+            wall, cpu, _ = timed([PY, "-c", code], {"OODBENCH_CACHE": str(cache)})
+            got[name].append(wall)
+            record("table", name, round=r, wall_s=round(wall, 2), cpu_s=round(cpu, 2))
+            print(f"round {r + 1} table {name}: {wall:.1f} s", flush=True)
+    ratio = min(got["a pass per configuration"]) / min(got["one pass (oodbench API)"])
+    record("table_summary", "ratio", ratio=round(ratio, 3), ceiling=round(ceiling, 3), configs=len(configs))
+    return ["## 3. The whole post-hoc table: one pass vs a pass per configuration", "",
+            f"{len(configs)} detector configurations of the post-hoc page ({', '.join(configs)}; ODIN is left out: it "
+            f"runs the network on either side); {args.table_n} ID + {args.table_n} images of each of "
+            f"{args.table_sets} scored, {fit} fit images; `dice_densenet_cifar10`; each side one process from an "
+            f"empty cache; {args.rounds} interleaved rounds. Forward-count ceiling {ceiling:.1f}× ({n_fit} "
+            "configurations counted as fitting).", "",
+            "| side | wall s (min / median) |", "|---|---|", *(f"| {k} | {stats(v)} |" for k, v in got.items()), "",
+            f"- **{ratio:.1f}×** (min / min), {ratio / ceiling:.2f} of the ceiling.", ""]
+
+
+# ------------------------------------------------------------------------------------------- (4) fixed costs
+def fixed_section(args: argparse.Namespace, tmp: Path) -> list[str]:
+    lines = ["## 4. Fixed costs", ""]
+    cache, results = tmp / "fixed-cache", tmp / "fixed-results"
+    env = {"OODBENCH_CACHE": str(cache), "OODBENCH_RESULTS": str(results)}
+    base = [PY, "run.py", "detector=energy", "id=cifar10", "result_set=bench", "ood=[isun,lsun_resize,gaussian]"]
+    wall, cpu, _ = timed([*base, f"hydra.run.dir={tmp / 'fx0'}"], env)
+    record("fixed", "first run (computes)", wall_s=round(wall, 2), cpu_s=round(cpu, 2))
+    served = []
+    for r in range(args.rounds):
+        wall, cpu, proc = timed([*base, f"hydra.run.dir={tmp / f'fx{r + 1}'}"], env)
+        assert "nothing recomputed" in proc.stdout, proc.stdout[-500:]
+        served.append(cpu)
+        record("fixed", "warm served run", round=r, wall_s=round(wall, 2), cpu_s=round(cpu, 2))
+    decoded = sorted(p.name for p in (cache / "prepared").glob("*.npy"))
+    import numpy as np
+
+    sizes = {p: len(np.load(cache / "prepared" / p, mmap_mode="r")) for p in decoded}
+    lines += [f"- warm served run (`python run.py detector=energy id=cifar10` on three sets, its row stored): "
+              f"**{min(served):.2f} CPU-s** (min of {args.rounds}; median {statistics.median(served):.2f}), the whole "
+              "process: interpreter, imports, Hydra, the store check; no model is loaded and no image decoded.",
+              "- what the first run decoded from an empty cache: "
+              + "; ".join(f"`{k}`: {v} images" for k, v in sizes.items())
+              + " (the scored subsample of each archive, not the archive: iSUN holds 8,925 images, LSUN 10,000).", ""]
+    for k, v in sizes.items():
+        record("fixed", f"decoded {k}", images=v)
+    # multirun cells beyond their own scoring: a 1-cell and a 9-cell sweep of logit detectors on cached representations
+    cells = ["msp", "energy", "maxlogit", "entropy", "gen", "klm", "msp", "energy", "maxlogit"][: args.cells]
+    sweep_cpu = {}
+    for n in (1, len(cells)):
+        dets = ",".join(f"{d}" for d in cells[:n])
+        extra = [f"detector.temperature={1 + i}" if d == "energy" else "" for i, d in enumerate(cells[:n])]
+        del extra
+        cmd = [PY, "run.py", "-m", f"detector={dets}", "ood=[isun,lsun_resize,gaussian]", "protocol.bootstrap=0",
+               "rerun=true", f"hydra.sweep.dir={tmp / f'sw{n}'}"]
+        timed(cmd, env)  # warm the representation cache
+        cpus = [timed(cmd, env)[1] for _ in range(args.rounds)]
+        sweep_cpu[n] = min(cpus)
+        record("fixed", f"sweep of {n} cells (cached representations, bootstrap 0)", cpu_s=round(min(cpus), 2))
+    per_cell = (sweep_cpu[len(cells)] - sweep_cpu[1]) / (len(cells) - 1)
+    record("fixed", "marginal CPU-s per multirun cell", cpu_s=round(per_cell, 3))
+    lines += [f"- a multirun cell: a sweep of {len(cells)} logit-detector cells on cached representations took "
+              f"{sweep_cpu[len(cells)]:.2f} CPU-s, a sweep of 1 cell {sweep_cpu[1]:.2f}: **{per_cell:.2f} CPU-s per "
+              "added cell**, its own scoring (three sets, exact metrics) included; the model, the decoded sets and "
+              "the representations are reused across the cells of the sweep (keyed by content).", ""]
+    # make tables: every page, then a synthetic page at x1 and x10 rows
+    tables = []
+    for _ in range(args.rounds):
+        out = tmp / "tables-results"
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(REPO_ROOT / "results", out)
+        tables.append(timed([PY, "-m", "oodbench", "tables", "--results", str(out)])[1])
+    record("fixed", "make tables, every page", cpu_s=round(min(tables), 2))
+    growth = _tables_growth(tmp)
+    pages = len(list((REPO_ROOT / "oodbench" / "conf" / "paper").glob("*.yaml")))
+    lines += [f"- `make tables` for every page ({pages} pages): **{min(tables):.1f} CPU-s** (min of {args.rounds}), "
+              f"one Hydra compose per page and indexed row lookups; a synthetic grid page of {growth[0][0]} cells "
+              f"took {growth[0][1]:.2f} CPU-s, at "
+              f"{growth[1][0]} cells {growth[1][1]:.2f} CPU-s ({growth[1][1] / growth[0][1]:.1f}× for 10× the "
+              "rows).", ""]
+    lines += _importtime_lines(tmp, env)
+    return lines
+
+
+def _tables_growth(tmp: Path) -> list[tuple[int, float]]:
+    """``oodbench tables --only synthetic`` on a page of N and 10·N cells (a grid over ``protocol.seed``), every cell
+    stored (a copy of one real post-hoc row file with its run name): CPU-s per size."""
+    import pandas as pd
+
+    from oodbench.tables.cells import spec_cells
+
+    out = []
+    src = next((REPO_ROOT / "results" / "runs" / "posthoc_cifar").glob("cifar10-dice*energy*.csv"))
+    for n_seeds in (4, 40):
+        root = tmp / f"growth{n_seeds}"
+        shutil.rmtree(root, ignore_errors=True)
+        configs, results = root / "conf", root / "results"
+        shutil.copytree(REPO_ROOT / "oodbench" / "conf", configs)
+        for p in (configs / "paper").iterdir():
+            p.unlink()
+        seeds = ",".join(str(s) for s in range(n_seeds))
+        spec = f"""# @package _global_
+result_set: synthetic
+hydra:
+  mode: MULTIRUN
+  sweeper:
+    _target_: hydra_plugins.oodbench_paper.paper_sweeper.PaperSweeper
+paper:
+  title: synthetic growth page
+  cells:
+    - {{arch.weights: dice, detector: "msp,energy,maxlogit", protocol.seed: "{seeds}"}}
+  blocks:
+    - kind: grid
+      per_checkpoint: true
+      row_head: Detector
+      checkpoints: [dice_densenet_cifar10]
+      detectors: [msp, energy, maxlogit]
+      metrics:
+        - {{ours: auroc, heading: "### AUROC"}}
+"""
+        (configs / "paper" / "synthetic.yaml").write_text(spec)
+        (results / "runs" / "synthetic").mkdir(parents=True)
+        df = pd.read_csv(src)
+        for c in spec_cells("synthetic", [{"arch.weights": "dice", "detector": "msp,energy,maxlogit",
+                                           "protocol.seed": seeds}], configs):
+            df.assign(run_name=c.run_name, detector=c.run_name.split("-")[2]).to_csv(
+                results / "runs" / "synthetic" / f"{c.run_name}.csv", index=False)
+        (results / "paper").mkdir()
+        cpu = timed([PY, "-m", "oodbench", "tables", "--configs", str(configs), "--results", str(results)])[1]
+        out.append((3 * n_seeds, cpu))
+        record("fixed", f"make tables, synthetic page of {3 * n_seeds} cells", cpu_s=round(cpu, 2))
+    return out
+
+
+HEAVY = ("torchvision", "timm", "pandas", "matplotlib", "sklearn", "scipy")
+
+
+def _imported(stderr: str) -> set[str]:
+    return {ln.split("|")[-1].strip() for ln in stderr.splitlines() if ln.startswith("import time:")}
+
+
+def _importtime_lines(tmp: Path, env: dict[str, str]) -> list[str]:
+    cli = subprocess.run([PY, "-X", "importtime", "-c", "import oodbench.cli"], capture_output=True, text=True,
+                         cwd=REPO_ROOT)
+    served = subprocess.run([PY, "-X", "importtime", "run.py", "detector=energy", "id=cifar10", "result_set=bench",
+                             "ood=[isun,lsun_resize,gaussian]", f"hydra.run.dir={tmp / 'imp'}"], capture_output=True,
+                            text=True, cwd=REPO_ROOT, env={**os.environ, **env})
+    rows = []
+    for what, proc in (("`import oodbench.cli`", cli), ("a warm served DenseNet run", served)):
+        mods = _imported(proc.stderr)
+        heavy = [h for h in HEAVY if h in mods]
+        rows.append(f"| {what} | {', '.join(heavy) or 'none'} | {'yes' if 'torch' in mods else 'no'} |")
+        record("imports", what, heavy=";".join(heavy) or "none", torch="torch" in mods)
+    return ["- imports (`python -X importtime`):", "", "| command | imports of " + ", ".join(HEAVY) + " | torch |",
+            "|---|---|---|", *rows, ""]
+
+
+# ------------------------------------------------------------------------------------------- (5) the forward
+def forward_section(args: argparse.Namespace) -> list[str]:
+    import warnings
+
+    import torch
+
+    from oodbench.models.normalized import Classifier
+    from oodbench.models.registry import build_arch, load_classifier
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit's deprecation notices
+    dense, _ = load_classifier("dice_densenet_cifar10")
+    resnet = Classifier(build_arch("resnet50", 1000), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    nets = {"DenseNet-BC-100, 32 px": (dense.eval(), torch.rand(args.fwd_n, 3, 32, 32), 128),
+            "ResNet-50, 224 px": (resnet.eval(), torch.rand(args.fwd_n_resnet, 3, 224, 224), 16)}
+    lines = ["## 5. The forward: modes that might be faster", "",
+             f"{args.fwd_n} (DenseNet) and {args.fwd_n_resnet} (ResNet-50, random weights) random images, "
+             f"{args.rounds} interleaved rounds, best images/s; `max |Δ logit|` against today's path.", "",
+             "| network | mode | images/s | vs `no_grad` | max abs Δ logit |", "|---|---|---|---|---|"]
+    for net_name, (m, x, bs) in nets.items():
+        modes = _modes(m, x[:bs])
+        ref = _run_mode(modes["no_grad (today)"], x, bs)
+        times: dict[str, list[float]] = {k: [] for k in modes}
+        diffs = {k: float((_run_mode(f, x, bs) - ref).abs().max()) for k, f in modes.items()}
+        for _ in range(args.rounds):
+            for k, f in modes.items():
+                t = time.perf_counter()
+                _run_mode(f, x, bs)
+                times[k].append(time.perf_counter() - t)
+        base = min(times["no_grad (today)"])
+        for k, v in times.items():
+            lines.append(f"| {net_name} | {k} | {len(x) / min(v):.1f} | {base / min(v):.2f}× | {diffs[k]:.1e} |")
+            record("forward", f"{net_name}|{k}", images_per_s=round(len(x) / min(v), 2),
+                   speedup=round(base / min(v), 3), max_abs_logit_diff=diffs[k])
+    return lines + [""]
+
+
+def _modes(m: Any, example: Any) -> dict[str, Callable[[Any], Any]]:
+    import copy
+
+    import torch
+
+    cl = copy.deepcopy(m).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(copy.deepcopy(m), example))
+        onednn = torch.jit.optimize_for_inference(torch.jit.trace(copy.deepcopy(m), example))
+
+    def grad_off(f: Callable[[Any], Any], ctx: Any) -> Callable[[Any], Any]:
+        def run(x: Any) -> Any:
+            with ctx():
+                return f(x)
+        return run
+
+    return {"no_grad (today)": grad_off(m, torch.no_grad), "inference_mode": grad_off(m, torch.inference_mode),
+            "channels_last": grad_off(lambda x: cl(x.contiguous(memory_format=torch.channels_last)), torch.no_grad),
+            "TorchScript freeze": grad_off(frozen, torch.no_grad),
+            "TorchScript optimize_for_inference (oneDNN)": grad_off(onednn, torch.no_grad)}
+
+
+def _run_mode(f: Callable[[Any], Any], x: Any, bs: int) -> Any:
+    import torch
+
+    return torch.cat([f(x[i:i + bs]).float() for i in range(0, len(x), bs)])
+
+
+# ------------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default="dice_densenet_cifar10")
-    ap.add_argument("--ood", default="isun", help="OOD set of the peer comparison")
-    ap.add_argument("--n-id", type=int, default=200, help="(1) ID test images")
-    ap.add_argument("--n-ood", type=int, default=200, help="(1) OOD test images")
-    ap.add_argument("--n-fit", type=int, default=400, help="(1) ID train images to fit on")
-    ap.add_argument("--repeats", type=int, default=2, help="(1), (3) interleaved repeats")
-    ap.add_argument("--grid-n", type=int, default=8, help="(2) images of the perturbation grids (0: skip)")
-    ap.add_argument("--grid-fit", type=int, default=500, help="(2) train images for the Mahalanobis fit")
-    ap.add_argument("--n-extract", type=int, default=384, help="(3) images of the extraction rows")
-    ap.add_argument("--growth", default="1000,10000,50000", help="(4) OOD counts (empty: skip)")
-    ap.add_argument("--growth-id", type=int, default=10000)
-    ap.add_argument("--growth-fit", type=int, default=5000)
-    ap.add_argument("--growth-imagenet", type=int, default=10000, help="(4) OOD count of the 2048-d row (0: skip)")
-    ap.add_argument("--resnet-images", type=int, default=8, help="(4) images for the ResNet-50 rate")
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sets", default="isun,lsun_resize")
+    ap.add_argument("--n-ood", type=int, default=1000)
+    ap.add_argument("--odin-n", type=int, default=300)
+    ap.add_argument("--table-sets", default="isun,lsun_resize,tin_resize,gaussian,uniform,tin_crop")
+    ap.add_argument("--table-n", type=int, default=200)
+    ap.add_argument("--table-fit", type=int, default=100)
+    ap.add_argument("--cells", type=int, default=9)
+    ap.add_argument("--fwd-n", type=int, default=512)
+    ap.add_argument("--fwd-n-resnet", type=int, default=32)
+    ap.add_argument("--sections", default="product,odin,table,fixed,forward")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench.md")
-    ap.add_argument("--growth-worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.growth_worker:
-        print(json.dumps(_growth_worker(json.loads(args.growth_worker))))
-        return
-    t_start = time.perf_counter()
-    device = resolve_device(args.device)
-    data, cache = resolve("data"), resolve("cache")
-    model, prov = load_classifier(args.checkpoint, resolve("weights"))
-    model = model.to(device).eval()
-    cmd = " ".join(["python scripts/bench.py", *sys.argv[1:]])
-    lines = [f"# oodbench benchmark — {device.type}", "",
-             f"Command: `{cmd}` (git {git_commit()[:12]}, torch {torch.__version__}, {torch.get_num_threads()} "
-             f"threads, checkpoint `{prov['name']}`). Every number below was measured in this run; nothing is "
-             "estimated except the ImageNet projection of (4), whose arithmetic is shown.", ""]
+    import torch
 
-    def section(name: str, fn: Callable[[], list[str]]) -> None:
-        t = time.perf_counter()
-        part = fn()
-        lines.extend(part)
-        print("\n".join(part), flush=True)
-        print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
+    from oodbench.runner.provenance import git_commit
 
-    section("peer", lambda: peer_section(model, device, args, data, cache))
-    if args.grid_n:
-        def grid() -> list[str]:
-            from bench_grid import EXPLAIN, TABLE_HEAD, measure
-
-            rows, ckpt = measure(args.grid_n, args.repeats, args.grid_fit)
-            return ["## (2) Perturbation grids: naive vs shared gradient sign", "",
-                    f"{ckpt}, {args.grid_n} CIFAR-10 test images (Mahalanobis fitted on {args.grid_fit} train "
-                    f"images), best of {args.repeats} alternating runs; the Mahalanobis row is its Table 2 "
-                    "validation grid.", "", *TABLE_HEAD, *rows, "", EXPLAIN, ""]
-        section("grid", grid)
-    section("extraction", lambda: extraction_section(model, device, args, data))
-    if args.growth or args.growth_imagenet:
-        section("growth", lambda: growth_section(args))
-    mem = ["## (5) Peak memory of this process", "", f"- peak resident set size: {_peak_mib():.0f} MiB"]
-    if device.type == "cuda":
-        mem.append(f"- peak CUDA memory: {torch.cuda.max_memory_allocated() / MIB:.0f} MiB")
-        kw = dict(data_dir=str(data), subset="cifar10/cifar10-exact-subset.npz")
-        isun = build(_node("ood", "isun"), "OOD set isun", data_dir=str(data), cache_dir=str(cache))
-        mem += ["", *_gpu_figures(model, load_cifar("cifar10", **kw), isun, device, args.batch_size)]
-    else:
-        mem += ["", "GPU figures (fp32 vs bf16 autocast, channels_last, AMP scores vs fp32) are not in this run: "
-                "`python scripts/bench.py --device cuda` on a GPU machine adds them."]
-    mem += ["", f"Whole run: {time.perf_counter() - t_start:.0f} s."]
-    lines += mem
-    print("\n".join(mem))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
-
-
-def _gpu_figures(model, id_set, ood_set, device, bs) -> list[str]:
-    """fp32 vs AMP (bf16) vs channels_last throughput; AMP energy scores checked against fp32."""
-
-    def energy_scores(m, data, amp: bool, cl: bool) -> tuple[float, np.ndarray]:
-        fmt = torch.channels_last if cl else torch.contiguous_format
-        m = m.to(memory_format=fmt)
-        out = []
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            m(next(iter(data.batches(bs))).to(device, memory_format=fmt))
-            torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    head = [f"# oodbench benchmark: the product path — {torch.get_num_threads()} CPU threads", "",
+            f"Command: `python scripts/bench.py {' '.join(sys.argv[1:])}` (git {git_commit()[:12]}, torch "
+            f"{torch.__version__}; data and weights from `{resolve('data')}` / `{resolve('weights')}`). Every number "
+            "was measured in this run; the raw rows are in `bench.csv` (`tests/test_bench_record.py` recounts the "
+            "headline ratios from it). The earlier in-process core benchmark is `bench_core.md` "
+            "(`scripts/bench_core.py`).", ""]
+    body: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="oodbench-bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        sections = {"product": lambda: product_section(args, tmp), "odin": lambda: odin_section(args, tmp),
+                    "table": lambda: table_section(args, tmp), "fixed": lambda: fixed_section(args, tmp),
+                    "forward": lambda: forward_section(args)}
+        for name in args.sections.split(","):
             t = time.perf_counter()
-            for x in data.batches(bs):
-                out.append(torch.logsumexp(m(x.to(device, memory_format=fmt)).float(), 1).cpu())
-            torch.cuda.synchronize()
-        return len(data) / (time.perf_counter() - t), torch.cat(out).numpy()
-
-    rows, ref = [], {}
-    for amp, cl in [(False, False), (True, False), (False, True), (True, True)]:
-        rate_id, s_id = energy_scores(model, id_set, amp, cl)
-        _, s_ood = energy_scores(model, ood_set, amp, cl)
-        if not ref:
-            ref = {"id": s_id, "ood": s_ood}
-        diff = max(np.abs(s_id - ref["id"]).max(), np.abs(s_ood - ref["ood"]).max())
-        rows.append(f"| {'bf16 autocast' if amp else 'fp32'} | {'channels_last' if cl else 'NCHW'} | {rate_id:.0f} "
-                    f"| {100 * auroc(s_id, s_ood):.3f} | {diff:.2e} |")
-    return ["## GPU: precision and memory format (energy score, ID vs iSUN)", "",
-            "| precision | layout | img/s | AUROC % | max abs score diff vs fp32 |", "|---|---|---|---|---|", *rows]
+            part = sections[name]()
+            body += part
+            print("\n".join(part), flush=True)
+            print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
+    gpu = ["## 6. GPU", "", "No GPU was available to this run. `scripts/bench_gpu.sh` (one command, under 5 minutes on "
+           "one GPU) measures extraction throughput against the bare forward loop (fp32, TF32, bf16 AMP; batch 256 "
+           "and 512; DenseNet-BC-100 at 32 px and ResNet-50 at 224 px) and the whole post-hoc table against one "
+           "forward pass; it is tested on the CPU (`tests/test_bench_gpu_script.py`).", ""]
+    text = "\n".join(head + body + gpu + [f"Whole run: {time.perf_counter() - t0:.0f} s."]) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    keys = list(dict.fromkeys(k for r in ROWS for k in r))
+    with open(args.out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, lineterminator="\n")
+        w.writeheader()
+        w.writerows(ROWS)
+    print(f"wrote {args.out} and {args.out.with_suffix('.csv')}")
 
 
 if __name__ == "__main__":

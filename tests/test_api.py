@@ -134,6 +134,8 @@ def test_results_plot_and_the_cli_figures(api_env, tmp_path):
     proc = api_env("detector=msp", "ood=[gaussian]", "figures=true", "protocol.max_id=200", "protocol.max_ood=200",
                    "protocol.bootstrap=20")
     assert proc.returncode == 0 and "figures: 1 in " in proc.stdout, proc.stderr[-1500:]
+    for f in ("metrics.csv", "scores.npz"):  # readable by the group on a shared cluster filesystem
+        assert (Path(api_env.last_out) / f).stat().st_mode & 0o777 == 0o644
 
 
 def test_python_m_oodbench_is_the_cli(api_env, tmp_path):

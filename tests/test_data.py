@@ -63,17 +63,19 @@ def test_truncated_prepared_cache_is_rebuilt(tmp_path):
     archive = _tiny_archive(tmp_path, ["0.png", "1.png"])
     cache = tmp_path / "cache"
     ds = load_archive_set("toy", archive.name, str(tmp_path), str(cache), member_glob="set/*")
+    assert not list((cache / "prepared").glob("*.npy"))  # nothing decoded until a pixel is needed
+    first = np.asarray(ds.images)
     (npy,) = (cache / "prepared").glob("*.npy")
     npy.write_bytes(npy.read_bytes()[:20])  # truncated
     again = load_archive_set("toy", archive.name, str(tmp_path), str(cache), member_glob="set/*")
-    assert np.array_equal(again.images, ds.images)
+    assert np.array_equal(np.asarray(again.images), first)
 
 
 def test_noise_follows_odins_recipe_and_is_seeded():
     g = make_noise("gaussian", "gaussian", n=200, seed=3)
     assert g.images.dtype == np.float32 and g.images.min() == 0.0 and g.images.max() == 1.0
     # N(0.5, 1) clipped: P(x <= 0) = P(z <= -0.5) = 0.3085
-    assert abs((g.images == 0).mean() - 0.3085) < 0.01
+    assert abs((np.asarray(g.images) == 0).mean() - 0.3085) < 0.01
     assert np.array_equal(g.images, make_noise("gaussian", "gaussian", n=200, seed=3).images)
     u = make_noise("uniform", "uniform", n=200, seed=3)
     assert 0 <= u.images.min() and u.images.max() <= 1 and abs(u.images.mean() - 0.5) < 0.01
@@ -227,3 +229,22 @@ def test_archive_decoder_option(tmp_path):
     assert "decoded with libjpeg9b" in v9.source
     with pytest.raises(OodbenchError, match="unknown decoder 'libjpeg99'; use pillow or libjpeg<v>"):
         load_archive_set("toy", archive.name, decoder="libjpeg99", **kw)
+
+
+def test_an_archive_subset_decodes_only_its_images(shared_data, tmp_path):
+    """Issue 22: the protocol's subset is known before decoding; an empty cache decodes only the images a run
+    scores (one pass over the archive), and the set is described — count, size, content id — decoding nothing."""
+    from oodbench.data.base import protocol_subset
+    from oodbench.data.deferred import DeferredImages
+
+    kw = dict(archive="ood/iSUN.tar.gz", data_dir=str(shared_data), cache_dir=str(tmp_path),
+              member_glob="iSUN/iSUN_patches/*")
+    full = load_archive_set("isun", **kw)
+    assert isinstance(full.images, DeferredImages) and full.images.shape == (8925, 32, 32, 3)
+    sub = protocol_subset(full, max_images=50, seed=0)
+    assert not list((tmp_path / "prepared").glob("*.npy")) and not sub.images.made
+    pixels = np.asarray(sub.images)
+    (npy,) = (tmp_path / "prepared").glob("*.npy")
+    assert np.load(npy).shape == (50, 32, 32, 3) and pixels.shape == (50, 32, 32, 3)
+    every = np.asarray(load_archive_set("isun", **{**kw, "cache_dir": str(tmp_path / "all")}).images)
+    assert np.array_equal(every[sub.indices], pixels)  # the same pixels as decoding every image

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from oodbench.conf import group_node
 from oodbench.paths import CONFIG_DIR
 from oodbench.store import NOT_IDENTITY, derive_run_name
 from oodbench.store.identity import classified, excluded, leaves, plain
-from oodbench.tables import cells
 
 GROUPS = ("id", "arch", "detector", "protocol", "ood", "paths")
 
@@ -53,7 +53,7 @@ def _variants(base: DictConfig) -> Iterator[tuple[str, DictConfig]]:
         for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
             cfg = copy.deepcopy(base)
             OmegaConf.set_readonly(cfg.hydra, False)
-            cfg[group] = cells._group_node(CONFIG_DIR, group, [path.stem] if group == "ood" else path.stem)
+            cfg[group] = group_node(group, [path.stem] if group == "ood" else path.stem)
             if group != "ood":
                 cfg.hydra.runtime.choices[group] = path.stem
             yield f"{group}={path.stem}", cfg

@@ -18,8 +18,6 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from oodbench.tables.cells import grid_overrides
-
 
 class PaperSweeper(BasicSweeper):
     """A :class:`BasicSweeper` whose job list is the union of the grids in ``paper.cells``."""
@@ -27,6 +25,8 @@ class PaperSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        from oodbench.tables.cells import grid_overrides  # here, not at import: Hydra imports every plugin at start
+
         grids = OmegaConf.to_container(self.config.paper.cells, resolve=False)
         jobs: list[list[str]] = []
         for grid in grid_overrides(grids):  # type: ignore[arg-type]

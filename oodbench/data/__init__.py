@@ -1,5 +1,4 @@
-"""Data: every loader returns an :class:`~oodbench.data.base.ImageSet` (pixels, official indices, provenance)."""
+"""Data: every loader returns an :class:`~oodbench.data.base.ImageSet` (pixels, official indices, provenance).
 
-from oodbench.data.base import ImageSet, protocol_subset, to_tensor
-
-__all__ = ["ImageSet", "protocol_subset", "to_tensor"]
+Import the modules you need (``oodbench.data.base``, ``oodbench.data.files``, ...): this package imports nothing, so
+the file helpers the result store uses load without torch."""

@@ -15,10 +15,13 @@ from oodbench.data.files import sha256_file
 from oodbench.errors import DataNotAvailable
 
 _TORCHVISION = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+_TORCHVISION_DIR = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # what torchvision unpacks
 _OFFICIAL_N = {"test": 10000, "train": 50000}
 
 
 def _from_torchvision(name: str, root: Path, train: bool, download: bool) -> ImageSet | None:
+    if not download and not (root / _TORCHVISION_DIR[name]).is_dir():
+        return None  # no files to read: do not pay for importing torchvision
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, _TORCHVISION[name])

@@ -52,14 +52,20 @@ class DeferredImages:
         return self._array
 
     def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, (int, np.integer, slice)):
+        if isinstance(key, (int, np.integer, slice, tuple)):
             return self.materialize()[key]
         idx = np.asarray(key)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
-        if self._array is not None:
-            return self._array[idx]
+        if self._array is not None or idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+            return self.materialize()[idx]
         return DeferredImages(self._make, self._n, self._hw, self.dtype, self.positions[idx], self.what)
+
+    def __getattr__(self, name: str) -> Any:
+        """Array methods (``min``, ``astype``, ``mean``, ...) act on the made array."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = self.materialize()

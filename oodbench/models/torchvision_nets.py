@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import Tensor, nn
 
 from ..data.files import sha256_file
@@ -37,6 +36,8 @@ class TorchvisionResNet50(OODNet):
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
+        import torchvision  # only for these networks: importing it costs seconds
+
         tv = torchvision.models.resnet50(weights=None, num_classes=num_classes)
         self.conv1, self.bn1, self.relu, self.maxpool = tv.conv1, tv.bn1, tv.relu, tv.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
@@ -68,6 +69,8 @@ class TorchvisionMobileNetV2(OODNet):
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
+        import torchvision
+
         tv = torchvision.models.mobilenet_v2(weights=None, num_classes=num_classes)
         self._modules["features"] = tv.features  # not setattr: the name is taken by OODNet.features
         self.classifier = tv.classifier

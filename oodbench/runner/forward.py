@@ -122,6 +122,8 @@ def iter_batches(data: ImageSet, batch_size: int, num_workers: int | str = 0, pi
     forward on the previous batches (same tensors, same order: :class:`_Batches`)."""
     n_batches = (len(data) + batch_size - 1) // batch_size
     workers = min(resolve_workers(num_workers, data, device), n_batches)
+    if workers and hasattr(data.images, "materialize"):
+        data.images.materialize()  # deferred pixels: made once here, not once per worker
     if workers == 0 or n_batches == 1:  # a single batch has nothing to overlap with
         yield from data.batches(batch_size)
         return

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from oodbench.data.base import ImageSet
@@ -29,7 +28,7 @@ from oodbench.runner.forward import resolve_device, set_tf32
 from oodbench.runner.model import checkpoint_file, checkpoint_reference, describe_checkpoint, load_model
 from oodbench.runner.provenance import git_commit
 from oodbench.runner.session import Session, reuse_session
-from oodbench.store import Store, config_identity, inputs_id, stable_hash, write_csv
+from oodbench.store import Store, config_identity, inputs_id, stable_hash, write_csv, write_records
 
 log = logging.getLogger("oodbench")
 
@@ -103,8 +102,9 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keep), resolve=True)  # type: ignore[return-value]
 
 
-def run(cfg: DictConfig, out: Path) -> tuple[pd.DataFrame, bool]:
-    """Execute one cell; return its rows (also written to ``out`` and the store) and whether they were served."""
+def run(cfg: DictConfig, out: Path) -> tuple[list[dict[str, Any]], bool]:
+    """Execute one cell; return its rows (also written to ``out`` and the store) and whether they were served (then
+    nothing was loaded: no network, no pixel)."""
     spec = detector_spec(cfg)
     store = store_of(cfg)
     s = open_session(cfg)
@@ -119,22 +119,24 @@ def run(cfg: DictConfig, out: Path) -> tuple[pd.DataFrame, bool]:
     if not cfg.rerun and "+dirty" not in stored.name:
         previous = store.served(stored, list(cfg.ood), identity)
         if previous is not None:
-            # a set missing then and now: the reason is today's (another folder, another bad file), never the old one
-            gone = previous.status != "ok"
-            previous.loc[gone, "message"] = [missing.get(n, m) for n, m in zip(previous.ood_dataset[gone],
-                                                                               previous.message[gone])]
+            for r in previous:  # a set missing then and now: today's reason (another folder, another bad file)
+                if r["status"] != "ok":
+                    r["message"] = missing.get(r["ood_dataset"], r.get("message", ""))
+            write_records(previous, out / "metrics.csv")
             kept = store.scores_path(cfg.run_name, inputs_id(identity))
             if kept.is_file():  # the per-image scores too (paired comparisons in a sweep summary read them)
                 shutil.copyfile(kept, out / "scores.npz")
             return previous, True
     rows, scores = ev.run(spec)
-    df = pd.DataFrame(rows)
-    _store(store, stored, df, scores, out)
-    return df, False
+    _store(store, stored, rows, scores, out)
+    return rows, False
 
 
-def _store(store: Store, path: Path, df: pd.DataFrame, scores: dict[str, np.ndarray], out: Path) -> None:
+def _store(store: Store, path: Path, rows: list[dict[str, Any]], scores: dict[str, np.ndarray], out: Path) -> None:
     """Rows + scores in the job's dir, then through the store (kept scores, then the rows: what resume reads)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
     write_csv(df, out / "metrics.csv")
     try:
         atomic_savez(out / "scores.npz", **scores)

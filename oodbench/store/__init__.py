@@ -14,10 +14,11 @@ Python API (which read through it):
 from oodbench.store.hashing import stable_hash
 from oodbench.store.identity import NOT_IDENTITY, config_identity, derive_run_name
 from oodbench.store.inputs import RESULT_FORMAT, identity_columns, inputs_id, inputs_identity, set_identity
-from oodbench.store.rows import METRICS, CorruptRows, read_rows, write_csv
+from oodbench.store.rows import METRICS, CorruptRows, read_records, read_rows, write_csv, write_records
 from oodbench.store.store import Store
 
 __all__ = [
     "METRICS", "NOT_IDENTITY", "RESULT_FORMAT", "CorruptRows", "Store", "config_identity", "derive_run_name",
-    "identity_columns", "inputs_id", "inputs_identity", "read_rows", "set_identity", "stable_hash", "write_csv",
+    "identity_columns", "inputs_id", "inputs_identity", "read_records", "read_rows", "set_identity", "stable_hash",
+    "write_csv", "write_records",
 ]

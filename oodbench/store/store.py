@@ -15,14 +15,16 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from oodbench.data.files import atomic_savez
 from oodbench.store.identity import excluded
-from oodbench.store.rows import CorruptRows, problem, read_rows, write_csv
+from oodbench.store.rows import CorruptRows, problem, read_records, read_rows, write_csv
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("oodbench")
 
@@ -50,20 +52,21 @@ class Store:
         write_csv(df, path)
 
     # ------------------------------------------------------------------------------------------------ reading
-    def served(self, path: Path, ood_names: list[str], identity: dict[str, Any]) -> pd.DataFrame | None:
-        """The stored rows at ``path`` if complete and computed from ``identity``; else None, with one log line why."""
+    def served(self, path: Path, ood_names: list[str], identity: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The stored rows at ``path`` (as records) if complete and computed from ``identity``; else None, with one
+        log line why."""
         if not path.is_file():
             return None
         try:
-            df = read_rows(path)
+            records = read_records(path)
         except CorruptRows as err:
             why: str | None = str(err.args[0])
         else:
-            why = problem(df, ood_names, identity)
+            why = problem(records, ood_names, identity)
         if why:
             log.warning("stored result %s not used (%s); recomputing", path.name, why)
             return None
-        return df
+        return records
 
     def kept_scores(self, run_name: str, inputs_key: str) -> dict[str, np.ndarray] | None:
         """A cell's kept per-image scores (``id__<set>`` / ``ood__<set>`` arrays), or None when absent or damaged."""
@@ -84,6 +87,8 @@ class Store:
 
     def rows(self, result_set: str, **where: object) -> pd.DataFrame:
         """Every stored row of ``result_set`` whose columns equal ``where`` (file order; empty frame when none)."""
+        import pandas as pd
+
         files = sorted((Path(self.results) / "runs" / result_set).glob("*.csv"))
         frames = [read_rows(f) for f in files]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -94,6 +99,8 @@ class Store:
     def near_misses(self, result_set: str, run_name: str, identity: dict[str, Any], limit: int = 2) -> list[str]:
         """Why stored cells of the same id / checkpoint / detector / protocol are not this cell: the identity fields
         whose values differ (``protocol.bootstrap: 100 (stored) vs 200``), for a page's "not run yet" line."""
+        import pandas as pd
+
         prefix = run_name.rsplit("-", 1)[0] + "-"
         out = []
         for f in sorted((Path(self.results) / "runs" / result_set).glob(f"{prefix}*.csv")):

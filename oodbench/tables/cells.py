@@ -82,27 +82,73 @@ _BASES: dict[tuple[str, str], Any] = {}
 
 
 def _base(config_dir: Path, spec: str) -> Any:
-    """Hydra's composition of ``+paper=<spec>`` alone (memoized): the page's defaults, its global values, Hydra's
-    node. The Hydra context is set up around the whole batch by :func:`spec_cells`."""
+    """Hydra's composition of ``+paper=<spec>`` alone (memoized), slimmed to what a run name depends on: without
+    Hydra's node and the page declaration (``paper``, never identity), ``detector_name`` written out (it is
+    ``${hydra:runtime.choices.detector}``), as plain unresolved data; with the spec file's own global values (merged
+    over a group node a cell replaces, as Hydra does). The Hydra context is set up by :func:`spec_cells`."""
     from hydra import compose
+    from omegaconf import OmegaConf
 
     key = (str(config_dir), spec)
     if key not in _BASES:
         try:
-            _BASES[key] = compose("config", overrides=[f"+paper={spec}"], return_hydra_config=True)
+            full = compose("config", overrides=[f"+paper={spec}"], return_hydra_config=True)
+            slim = OmegaConf.to_container(OmegaConf.masked_copy(full, [k for k in full if k not in ("hydra", "paper")]),
+                                          resolve=False)
+            slim["detector_name"] = str(full.hydra.runtime.choices.detector)
+            page = OmegaConf.load(Path(config_dir) / "paper" / f"{spec}.yaml")
+            _BASES[key] = (slim, page)
         except Exception as err:  # noqa: BLE001 — a cell that cannot be composed yet is shown as "not run: <reason>"
             _BASES[key] = err
     return _BASES[key]
 
 
-def _group_node(config_dir: Path, group: str, value: Any) -> Any:
+_NODES: dict[tuple[str, str, str, str], Any] = {}
+
+
+def _group_node(config_dir: Path, group: str, value: Any, page: Any = None, spec: str = "") -> Any:
+    """A group option's node (plain, unresolved), with the page's own values for the group merged over it."""
+    from omegaconf import OmegaConf
+
     from oodbench.conf import group_node
 
-    return group_node(group, value, config_dir)
+    key = (str(config_dir), spec, group, str(value))
+    if key not in _NODES:
+        node = group_node(group, value, config_dir)
+        if page is not None and group in page:
+            node = OmegaConf.merge(node, page[group])
+        _NODES[key] = OmegaConf.to_container(node, resolve=False)
+    return _NODES[key]
+
+
+def _set(tree: dict[str, Any], key: str, value: Any, add: bool) -> None:
+    """``key=value`` on plain data as Hydra applies it (``OmegaConf.update(..., merge=True)``): a mapping value is
+    merged into a mapping; a key that does not exist is an error unless added (``+key=``)."""
+    *path, last = key.split(".")
+    node = tree
+    for k in path:
+        if k not in node or not isinstance(node[k], dict):
+            if not add:
+                raise KeyError(f"Could not override '{key}': key '{k}' is not in the config")
+            node[k] = {}
+        node = node[k]
+    if last not in node and not add:
+        raise KeyError(f"Could not override '{key}': key '{last}' is not in the config")
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        _merge(node[last], value)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def _merge(into: dict[str, Any], value: dict[str, Any]) -> None:
+    for k, v in value.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
 
 
 def _compose(config_dir: Path, spec: str, overrides: tuple[str, ...]) -> Cell:
-    from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
@@ -112,26 +158,22 @@ def _compose(config_dir: Path, spec: str, overrides: tuple[str, ...]) -> Cell:
         base = _base(config_dir, spec)
         if isinstance(base, Exception):
             raise base
-        cfg = copy.deepcopy(base)
-        OmegaConf.set_readonly(cfg.hydra, False)
-        page = OmegaConf.load(Path(config_dir) / "paper" / f"{spec}.yaml")  # the spec's own (global) values
+        slim, page = base
+        tree = copy.deepcopy(slim)
         parsed = OverridesParser.create().parse_overrides(list(overrides))
-        OmegaConf.set_struct(cfg, False)
         for ov in (o for o in parsed if _is_group(o.input_line)):
             group = ov.key_or_group.lstrip("+~")
-            node = _group_node(config_dir, group, ov.value())
-            cfg[group] = OmegaConf.merge(node, page[group]) if group in page else node
-            if group != "ood":  # a list choice has no entry (as in Hydra)
-                cfg.hydra.runtime.choices[group] = str(ov.value())
-        OmegaConf.set_struct(cfg, True)
+            tree[group] = copy.deepcopy(_group_node(config_dir, group, ov.value(), page, spec))
+            if group == "detector":  # detector_name is Hydra's choice of the group
+                tree["detector_name"] = str(ov.value())
         for ov in (o for o in parsed if not _is_group(o.input_line)):
             if ov.is_delete():
-                OmegaConf.update(cfg, ov.key_or_group, None, force_add=True)
-                continue
-            with _open(cfg, ov.is_add()):
-                OmegaConf.update(cfg, ov.key_or_group, ov.value(), merge=True, force_add=ov.is_add())
-        HydraConfig.instance().set_config(cfg)
-        return Cell(overrides, str(cfg.result_set or ""), derive_run_name(cfg), identity=config_identity(cfg))
+                _set(tree, ov.key_or_group, None, add=True)
+            else:
+                _set(tree, ov.key_or_group, ov.value(), add=ov.is_add())
+        resolved = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+        return Cell(overrides, str(resolved.get("result_set") or ""), derive_run_name(resolved),
+                    identity=config_identity(resolved))
     except Exception as err:  # noqa: BLE001 — as above
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         return Cell(overrides, error=f"cannot be composed yet ({reason})")
@@ -148,23 +190,6 @@ def compose_hydra(config_dir: Path, spec: str, overrides: tuple[str, ...]) -> Ce
     cfg = compose("config", overrides=[f"+paper={spec}", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return Cell(overrides, str(cfg.result_set or ""), derive_run_name(cfg), identity=config_identity(cfg))
-
-
-class _open:  # noqa: N801 - a context manager named for what it does
-    """Struct mode off while an ``+key=`` override adds a key (as Hydra allows), on otherwise (a misspelt key fails)."""
-
-    def __init__(self, cfg: Any, adding: bool) -> None:
-        self.cfg, self.adding = cfg, adding
-
-    def __enter__(self) -> None:
-        from omegaconf import OmegaConf
-
-        OmegaConf.set_struct(self.cfg, not self.adding)
-
-    def __exit__(self, *exc: object) -> None:
-        from omegaconf import OmegaConf
-
-        OmegaConf.set_struct(self.cfg, True)
 
 
 _CACHE: dict[tuple[str, str, tuple[str, ...]], Cell] = {}

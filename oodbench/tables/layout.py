@@ -21,15 +21,25 @@ CELL_KEYS = ("ours", "published", "delta", "noise", "flag")
 
 # ---------------------------------------------------------------------------------------------- our rows
 
+_INDEX: dict[tuple[int, tuple[str, ...]], tuple[pd.DataFrame, dict[tuple[object, ...], int]]] = {}
+
+
 def find(runs: pd.DataFrame, **eq: object) -> pd.Series | None:
-    """The first stored row (stable file order) whose columns equal ``eq``; None when there is none."""
+    """The first stored row (stable file order) whose columns equal ``eq``; None when there is none. A hash index
+    per (frame, columns) is built on first use, so a page's lookups cost O(rows + lookups), not O(rows × lookups)."""
     if runs.empty or any(k not in runs.columns for k in eq):
         return None
-    mask = pd.Series(True, index=runs.index)
-    for k, v in eq.items():
-        mask &= runs[k] == v
-    hit = runs[mask]
-    return None if hit.empty else hit.iloc[0]
+    keys = tuple(sorted(eq))
+    hit = _INDEX.get((id(runs), keys))
+    if hit is None or hit[0] is not runs:
+        index: dict[tuple[object, ...], int] = {}
+        for pos, values in enumerate(zip(*(runs[k].tolist() for k in keys))):
+            index.setdefault(tuple(values), pos)
+        if len(_INDEX) > 256:
+            _INDEX.clear()
+        hit = _INDEX[(id(runs), keys)] = (runs, index)
+    pos = hit[1].get(tuple(eq[k] for k in keys))
+    return None if pos is None else runs.iloc[pos]
 
 
 def is_ok(row: pd.Series | None) -> bool:

@@ -1,0 +1,60 @@
+"""``results/bench.md``'s headline figures are recounted from the rows the same run wrote (``results/bench.csv``): a
+ratio on the page is the ratio of the measured times, never a number typed in (issue 22)."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+
+import pytest
+
+from oodbench.paths import REPO_ROOT
+
+MD, CSV = REPO_ROOT / "results" / "bench.md", REPO_ROOT / "results" / "bench.csv"
+
+
+@pytest.fixture(scope="module")
+def bench() -> tuple[str, list[dict[str, str]]]:
+    with open(CSV) as f:
+        return MD.read_text(), list(csv.DictReader(f))
+
+
+def _walls(rows: list[dict[str, str]], section: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["section"] == section:
+            out[r["name"]].append(float(r["wall_s"]))
+    return out
+
+
+def test_product_ratios_are_the_measured_times(bench) -> None:
+    md, rows = bench
+    walls = _walls(rows, "product")
+    assert len(walls) == 4 and all(len(v) >= 3 for v in walls.values())  # ≥ 3 interleaved rounds per side
+    peer = min(walls["pytorch-ood, natural"])
+    ceiling = float(next(r["ceiling"] for r in rows if r["section"] == "product_summary"))
+    assert f"forward-count ceiling {ceiling:.2f}×" in md
+    for side, times in walls.items():
+        row = next(line for line in md.splitlines() if line.startswith(f"| {side} |"))
+        assert f"{min(times):.1f} / {statistics.median(times):.1f}" in row
+        assert f"| {peer / min(times):.2f}× |" in row
+        if side.startswith("oodbench"):
+            assert f"| {peer / min(times) / ceiling:.2f} |" in row
+
+
+def test_table_ratio_is_the_measured_times(bench) -> None:
+    md, rows = bench
+    walls = _walls(rows, "table")
+    ratio = min(walls["a pass per configuration"]) / min(walls["one pass (oodbench API)"])
+    assert f"**{ratio:.1f}×** (min / min)" in md
+
+
+def test_fixed_costs_are_the_measured_cpu_seconds(bench) -> None:
+    md, rows = bench
+    served = [float(r["cpu_s"]) for r in rows if r["section"] == "fixed" and r["name"] == "warm served run"]
+    assert len(served) >= 3 and f"**{min(served):.2f} CPU-s**" in md
+    per_cell = next(float(r["cpu_s"]) for r in rows if r["name"] == "marginal CPU-s per multirun cell")
+    assert f"**{per_cell:.2f} CPU-s per added cell**" in md
+    tables = next(float(r["cpu_s"]) for r in rows if r["name"] == "make tables, every page")
+    assert f"**{tables:.1f} CPU-s**" in md
