@@ -56,12 +56,13 @@ def test_a_spec_reads_exactly_the_runs_its_sweep_writes(spec: str, monkeypatch: 
 
 
 def test_the_posthoc_spec_names_the_stored_rows() -> None:
-    """The committed post-hoc rows were run with 100 bootstrap resamples; the spec says so, so its run names hit
-    (50 cells: 12 detectors x 4 checkpoints, and ASH-S at p = 90 on the two CIFAR-100 checkpoints)."""
+    """The committed post-hoc rows were run with 100 bootstrap resamples; the spec says so, so its run names hit.
+    208 cells: 25 detectors × 4 checkpoints × (far-OOD cell, near-OOD cell),
+    ASH-S at p = 90 on the two CIFAR-100 checkpoints and temperature scaling on three (far, near)."""
     cells = engine.build("posthoc_cifar", REPO_ROOT / "results")[2]
     names = {c.run_name for c in cells}
     stored = {p.stem for p in (REPO_ROOT / "results" / "runs" / "posthoc_cifar").glob("*.csv")}
-    assert stored <= names and len(cells) == 50
+    assert stored <= names and len(cells) == 208
 
 
 def test_run_py_paper_sweeps_the_spec_cells(tmp_path: Path) -> None:

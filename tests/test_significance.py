@@ -144,6 +144,48 @@ def test_grid_renders_bold_and_italics() -> None:
     assert md[0][1] == "**90.0**" and md[1][1] == "80.0"
 
 
+
+def test_grid_named_mean_columns_are_tested_and_rendered(tmp_path: Path) -> None:
+    """``mean_columns``: e.g. a far-OOD and a near-OOD mean, each with its own significance marks."""
+    cache, results = tmp_path / "cache", tmp_path / "results"
+    rows = _rows_and_scores(cache, TOY, keep={"a", "b", "c"})
+    block = {**BLOCK, "mean_columns": [{"name": "mean_far", "label": "far mean", "sets": ["isun"]},
+                                       {"name": "mean_near", "label": "near mean", "sets": ["lsun_resize", "cifar100"]},
+                                       {"name": "unused", "sets": ["textures"]}]}
+    significance.refresh("named", {"blocks": [block]}, rows, results, cache)
+    recs = pd.read_csv(significance.path(results, "named"))
+    assert set(recs.column) == {"isun", "lsun_resize", "mean_far", "mean_near"}  # no column without a set shown
+    far = recs[(recs.column == "mean_far") & (recs.metric == "auroc")].set_index("detector")
+    one = recs[(recs.column == "isun") & (recs.metric == "auroc")].set_index("detector")
+    assert np.allclose(far.value, one.value.loc[far.index]) and set(far.test) == {"best", "paired"}
+    marks = significance.marks(results, "named", block, rows, "ck")
+    assert marks["auroc", "mean_near", "a"] == "tied" and marks["auroc", "mean_near", "b"] == ""
+    sets, means = layout.block_columns(block, rows)
+    assert sets == ["isun", "lsun_resize"] and [(n, label) for n, label, _ in means] == [
+        ("mean_far", "far mean"), ("mean_near", "near mean")]
+    md, recs = layout.grid(rows, [("a", "ck", "a")], sets, "auroc", means=[(n, ms) for n, _, ms in means])
+    lsun = float(rows[(rows.detector == "a") & (rows.ood_dataset == "lsun_resize")].auroc.iloc[0])
+    assert md[0][-2] == f"{100 * lsun:.1f}" and {r["ood"] for r in recs} == {"isun", "lsun_resize", "mean_far",
+                                                                             "mean_near"}
+
+
+def test_grid_mean_covers_the_sets_each_checkpoint_has() -> None:
+    """A near-OOD mean over CIFAR-100 for a CIFAR-10 network and CIFAR-10 for a CIFAR-100 one, in one table."""
+    vals = {("c10", "cifar100"): 0.8, ("c10", "tin"): 0.9, ("c100", "cifar10"): 0.7, ("c100", "tin"): 0.6}
+    runs = pd.DataFrame([{"checkpoint": c, "detector": "d", "ood_dataset": s, "status": "ok", "auroc": v,
+                          "auroc_std": 0.01, "n_id": 1, "n_ood": 1} for (c, s), v in vals.items()])
+    block = {"sets": ["cifar100", "cifar10", "tin"], "mean_columns": [{"name": "near", "sets": ["cifar100", "cifar10",
+                                                                                                   "tin"]}]}
+    sets, means = layout.block_columns(block, runs)
+    assert sets == ["cifar100", "cifar10", "tin"] and means == [("near", "near", sets)]
+    md, _ = layout.grid(runs, [("a", "c10", "d"), ("b", "c100", "d")], sets, "auroc", means=[("near", sets)])
+    assert md[0][1:] == ["80.0", "—", "90.0", "85.0", "ok"]  # one row per checkpoint: nothing to bold
+    assert md[1][1:] == ["—", "70.0", "60.0", "65.0", "ok"]
+    # a checkpoint missing one of its own sets for this detector: no mean, the status says so
+    runs2 = pd.concat([runs, runs.iloc[:1].assign(detector="e")])
+    md, _ = layout.grid(runs2, [("e", "c10", "e")], sets, "auroc", means=[("near", sets)])
+    assert md[0][4] == "—" and md[0][-1] == "1 of 2 sets"
+
 # ---------------------------------------------------------------------------------------------- chance flags
 
 def _page(cache: Path, n_cells: int, same: bool) -> tuple[pd.DataFrame, pd.DataFrame]:

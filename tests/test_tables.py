@@ -175,7 +175,8 @@ def test_page_sentences_match_the_stored_rows() -> None:
     # posthoc_cifar.md: ReAct (p = 90) below energy on every natural-image set on both CIFAR-10 checkpoints and
     # above it on every one on both CIFAR-100 checkpoints
     vs = pd.read_csv(tables / "posthoc_cifar.csv")
-    react = vs[(vs.get("reference") == "energy") & (vs.detector == "react")].set_index("checkpoint")
+    react = vs[(vs.get("reference") == "energy") & (vs.detector == "react") & (vs.get("n_sets") == 4)]  # natural sets
+    react = react.set_index("checkpoint")
     assert react.loc[["odin_densenet10", "dice_densenet_cifar10"], "better"].tolist() == [0, 0]
     assert react.loc[["odin_densenet100", "dice_densenet_cifar100"], "better"].tolist() == [4, 4]
     # mahalanobis_table2.md: the CIFAR-100 Mahalanobis cells are within noise; the † cells are CIFAR-100 vs LSUN
@@ -335,3 +336,43 @@ def test_mahalanobis_covariance_sentences_match_the_stored_rows() -> None:
     ph = pd.read_csv(tables / "posthoc_cifar.csv").query(
         "checkpoint == 'odin_densenet10' and detector == 'mahalanobis' and ood == 'isun'").set_index("metric")
     assert round(ph.loc["auroc", "ours"], 1) == 96.0 and round(ph.loc["fpr95", "ours"], 1) == 18.2
+
+
+def _leaderboard_cifar10() -> pd.DataFrame:
+    board = pd.read_csv(REPO_ROOT / "results" / "paper" / "openood_v15_leaderboard.csv")
+    return board[board.id_dataset == "CIFAR-10"]
+
+
+def test_openood_page_lists_every_leaderboard_cifar10_row(tmp_path: Path) -> None:
+    """Every CIFAR-10 row of the leaderboard CSV is on the page (each block), ours beside it or "not run: reason";
+    ours near-OOD = the mean of the per-set values over CIFAR-100 and the TIN stand-in, no Δ."""
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "paper" / "openood_v15_leaderboard.csv").write_bytes(
+        (REPO_ROOT / "results" / "paper" / "openood_v15_leaderboard.csv").read_bytes())
+    rows = [{**run_row(s, "msp", auroc=a), "fpr95_oodpos": f, "fpr95_oodpos_std": None}
+            for s, a, f in (("cifar100", 0.90, 0.40), ("tin_near_c10", 0.80, 0.60))]
+    store(tmp_path, "openood_v15", rows, "arch.weights=odin", "detector=msp")
+    df, md, _ = engine.build("openood_v15", tmp_path)
+    board = _leaderboard_cifar10()
+    assert len(board) == 20 and set(board.method.str.extract(r"postprocessor=([^;]+)")[0]) == {
+        "MSP", "ODIN", "MDS", "MDSEns", "EBO", "ReAct", "DICE", "ASH", "MCD"}
+    first = df[df.metric == "openood_auroc"]
+    assert sorted(zip(first.method, first.published)) == sorted(zip(board.method, board.auroc))
+    for block in (df[df.ours_checkpoint.isna()], df[df.ours_checkpoint == "dice_densenet_cifar10"]):
+        shown = block.drop_duplicates(["split", "method"])
+        assert len(shown) == 20 and set(shown.method) == set(board.method)
+        assert all(s == "ok" or s.startswith("not run") for s in shown.status)
+    assert set(df[df.split == "far-OOD"].status) == {
+        "not run: MNIST, SVHN, Textures, Places365 (OpenOOD's far-OOD sets) not available here"}
+    msp = df[(df.split == "near-OOD") & df.ours_checkpoint.isna() & (df.method.str.contains("CrossEntropy; "
+                                                                                             "postprocessor=MSP;"))]
+    msp = msp.set_index("metric")
+    assert msp.loc["auroc", "ours"] == pytest.approx(85.0) and msp.loc["fpr95_oodpos", "ours"] == pytest.approx(50.0)
+    assert msp.loc["openood_auroc", "published"] == pytest.approx(88.03) and pd.isna(msp.loc["auroc", "delta"])
+    assert msp.loc["openood_acc", "published"] == pytest.approx(95.06) and msp.loc["id_acc", "ours"] == 95.0
+    assert set(msp.status) == {"ok"} and layout.compared(df).empty  # side by side: nothing compared, nothing flagged
+    oe = df[df.method.str.startswith("training=OE") & (df.split == "near-OOD")]
+    assert set(oe.status) == {"not run: training-time method (Outlier Exposure); the OE fine-tune here "
+                              "(training_cifar10) used the Tiny-ImageNet pool that the TIN stand-in is drawn from as "
+                              "its outliers, so it cannot be tested on it"}
+    assert "| near-OOD | CrossEntropy | MSP | msp | 88.03 | 0.25 | 85.0 | 50.0 | 95.06 | 95.0 | ok |" in md

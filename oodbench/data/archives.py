@@ -5,7 +5,9 @@ not re-read it), lists its members once in ODIN's order (torchvision ``ImageFold
 ``10.jpg`` precedes ``2.jpg``; the listing is cached with the image size) and returns a set whose pixels are deferred
 (:mod:`oodbench.data.deferred`): the images a run scores are decoded in one pass over the archive and cached under
 the cache dir, keyed by the archive digest and the exact member positions, with the digest of their bytes.
-``prepare`` decodes the whole archive (the training outlier pool, TinyImageNet-crop's source images).
+``prepare`` decodes the whole archive (the training outlier pool, TinyImageNet-crop's source images). ``n``: a seeded
+sample of the archive's images (e.g. a stand-in for a benchmark's image list that is not available), recorded in the
+set's notes; only the sampled images are ever decoded.
 
 ``decoder``: ``pillow`` (default: Pillow's bundled libjpeg-turbo, which decodes these files bit-identically to IJG
 libjpeg 6b) or ``libjpeg<version>`` (e.g. ``libjpeg9b``: IJG libjpeg 9b, which
@@ -153,14 +155,21 @@ def load_archive_set(
     url: str = "",
     exact: str = "",
     decoder: str = "pillow",
+    n: int | None = None,
+    seed: int = 0,
 ) -> ImageSet:
-    """Load an image archive found at ``data_dir/archive`` (see module docstring)."""
+    """Load an image archive found at ``data_dir/archive`` (see module docstring).
+
+    ``n``: keep a seeded sample of ``n`` images — the first ``n`` of ``numpy.random.default_rng(seed).permutation``
+    over the archive's members in sorted-name order, kept in that order (so a smaller ``n`` with the same seed is a
+    subset of a larger one); None keeps every image. ``indices`` are the sampled positions in the full listing.
+    """
     path = require_file(Path(data_dir) / archive, f"OOD set {name}", f"download from {url or 'its source'}")
     _jpeg_decoder(decoder)  # an unknown decoder fails before any work
     digest = verify_sha256(path, sha256, path.name)
     images = deferred_archive(path, digest, member_glob, Path(cache_dir), size, decoder)
     tag = "" if decoder == "pillow" else f":{decoder}"  # the default keeps the ids of every stored row
-    return ImageSet(
+    full = ImageSet(
         name=name,
         images=images,
         labels=None,
@@ -169,3 +178,10 @@ def load_archive_set(
         indices=np.arange(len(images)),
         content_id=f"archive:{digest}:{member_glob}:{size}{tag}",
     )
+    if n is None:
+        return full
+    if not 0 < n <= len(full):
+        raise OodbenchError(f"ood.{name}.n={n}: the archive {archive} has {len(full)} images matching "
+                            f"{member_glob!r}; n must be between 1 and {len(full)}")
+    keep = np.sort(np.random.default_rng(seed).permutation(len(full))[:n])
+    return full.select(keep, note=f"seeded sample of {n} of the archive's {len(full)} images (seed {seed})")

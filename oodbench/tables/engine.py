@@ -125,7 +125,9 @@ def published_rows(block: dict[str, Any], results: Path) -> list[dict[str, objec
 
 
 def metric_specs(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{name: label}`` or ``{name: {label, ours, complement, published, std}}`` → full entries."""
+    """``{name: label}`` or ``{name: {label, ours, complement, published, std}}`` → full entries. ``ours: null``: a
+    published-only column, ``published: null``: an ours-only one (e.g. another network beside a leaderboard: side by
+    side, no Δ, no flag)."""
     out = {}
     for m, v in metrics.items():
         v = {"label": v} if isinstance(v, str) else dict(v)
@@ -137,7 +139,7 @@ def metric_specs(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def compare_row(ours: pd.Series | None, pub: dict[str, object], metrics: dict[str, dict[str, Any]]) -> dict:
     out = {}
     for m, s in metrics.items():
-        value, std = layout.ours_pct(ours, s["ours"], s["complement"])
+        value, std = layout.ours_pct(ours, s["ours"], s["complement"]) if s["ours"] is not None else (None, None)
         out[m] = cell(value, layout.published_value(pub.get(s["published"])), s["std"] if value is not None
                       and s["std"] is not None else std)
     return out
@@ -158,7 +160,7 @@ def _aggregate(rows: pd.DataFrame, eq: dict[str, str], over: dict[str, Any], met
 
 def compare_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[str]]:
     metrics = metric_specs(block["metrics"])
-    our_cols = list(dict.fromkeys(s["ours"] for s in metrics.values()))
+    our_cols = list(dict.fromkeys(s["ours"] for s in metrics.values() if s["ours"] is not None))
     long, md = [], []
     for pub in published_rows(block, ctx.results):
         p = apply_map(block.get("map", {}), pub)
@@ -184,8 +186,10 @@ def compare_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list
         long += layout.records({k: fmt(v, p) for k, v in block["keys"].items()}, cells, status, ours,
                                {m: (s["ours"], s["complement"]) for m, s in metrics.items()})
         shown = [fmt(v, p) for v in block.get("show", {}).values()]
-        texts = [fmt_cell(c).replace(" / —", "") if c["published"] is None and "rows" in block else fmt_cell(c)
-                 for c in cells.values()]
+        texts = [layout.pct_text(c["published"], 2) if metrics[m]["ours"] is None else  # published only
+                 fmt_cell(c).replace(" / —", "") if c["published"] is None and ("rows" in block or
+                                                                               metrics[m]["published"] is None)
+                 else fmt_cell(c) for m, c in cells.items()]
         md.append([*shown, *texts, status, layout.n_text(ours)])
     head = [*block.get("show", {}), *(s["label"] for s in metrics.values()), "Status", "n ID / OOD"]
     lines = _section(block) + layout.md_table(head, md)
@@ -202,9 +206,11 @@ def _section(block: dict[str, Any]) -> list[str]:
 
 
 def grid_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[str]]:
-    """Ours only: ``checkpoints`` × ``detectors`` rows, one column per OOD set present, per metric."""
+    """Ours only: ``checkpoints`` × ``detectors`` rows, one column per OOD set present (``sets``: only these, in this
+    order), then the mean columns (``mean_columns``: ``[{name, label, sets}]``, e.g. a far-OOD and a near-OOD mean;
+    default one ``mean`` over every set shown), per metric. With ``per_checkpoint`` each checkpoint's table shows the
+    sets it has rows for."""
     rows = ctx.rows
-    sets = layout.present_sets(rows, list(names.OOD_LABELS))
     ckpt_labels = {**names.CHECKPOINTS, **(block.get("checkpoint_labels") or {})}
     dets = block["detectors"]
     dets = dets if isinstance(dets, dict) else {d: d for d in dets}
@@ -213,6 +219,7 @@ def grid_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[st
     groups = [[c] for c in block["checkpoints"]] if block.get("per_checkpoint") else [list(block["checkpoints"])]
     long, lines = [], []
     for group in groups:
+        sets, means = layout.block_columns(block, rows[rows.checkpoint.isin(group)] if not rows.empty else rows)
         table_rows = [(_grid_label(block, ckpt_labels, c, d, label, rows), c, d) for c in group
                       for d, label in dets.items()]
         if block.get("per_checkpoint"):
@@ -228,7 +235,8 @@ def grid_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[st
             mine = {c: {(col, det): mark for (metric, col, det), mark in t.items() if metric == m["ours"]}
                     for c, t in tested.items()}
             md, recs = layout.grid(rows, table_rows, sets, m["ours"], bool(m.get("complement")),
-                                   bool(m.get("lower_is_better")), missing=ctx.missing, marks=mine)
+                                   bool(m.get("lower_is_better")), missing=ctx.missing, marks=mine,
+                                   means=[(n, ms) for n, _, ms in means])
             recs = [{**(block.get("extra_keys") or {}), **r} for r in recs]
             if m.get("name"):
                 recs = [{**r, "metric": m["name"]} for r in recs]
@@ -238,7 +246,8 @@ def grid_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[st
                      tested and len(group) == 1 else "Percent; best of each column in bold.")
             lines += ["", heading, "", block.get("intro", intro), "",
                       *layout.md_table([block.get("row_head", "Checkpoint / detector"),
-                                        *layout.ood_head(sets, names.OOD_LABELS), "Status"], md)]
+                                        *layout.ood_head(sets, names.OOD_LABELS, [label for _, label, _ in means]),
+                                        "Status"], md)]
     return long, lines
 
 

@@ -309,46 +309,60 @@ def training_log_facts(training_dir: Path | None) -> list[str]:
 
 def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequence[str], metric: str,
          complement: bool = False, lower_is_better: bool = False, missing: str = "not run yet",
-         marks: dict[str, dict[tuple[str, str], str]] | None = None) -> tuple[list[list[str]], list[dict[str, object]]]:
-    """Our numbers only: one table row per ``(label, checkpoint, detector)``, one column per OOD set + the mean
-    (over ``sets`` when all are there), in percent; the best value of each column among the rows of the same
-    checkpoint in bold — or, for a checkpoint in ``marks`` (``{checkpoint: {(column, detector): "best" | "tied" |
-    ""}}``, column = set or ``mean``, from :mod:`oodbench.tables.significance`), the significantly best cell in bold
-    and the cells tied for best in italics.
+         marks: dict[str, dict[tuple[str, str], str]] | None = None,
+         means: Sequence[tuple[str, Sequence[str]]] | None = None) -> tuple[list[list[str]], list[dict[str, object]]]:
+    """Our numbers only: one table row per ``(label, checkpoint, detector)``, one column per OOD set, then the mean
+    columns ``means`` (``(name, sets)``; default one ``mean`` over ``sets``), in percent. A row's mean covers the
+    column's sets that its checkpoint has any ok row for (a near-OOD mean: CIFAR-100 for a CIFAR-10 network, CIFAR-10
+    for a CIFAR-100 one) and is shown only when the row has all of them. The best value of each column among the rows
+    of the same checkpoint is in bold — or, for a checkpoint in ``marks`` (``{checkpoint: {(column, detector): "best"
+    | "tied" | ""}}``, column = set or mean name, from :mod:`oodbench.tables.significance`), the significantly best
+    cell in bold and the cells tied for best in italics.
 
-    Returns the Markdown rows (label, sets…, mean, status) and long-form records.
+    Returns the Markdown rows (label, sets…, means…, status) and long-form records.
     """
+    means = [("mean", list(sets))] if means is None else [(n, list(ms)) for n, ms in means]
+    columns = [*sets, *(n for n, _ in means)]
     values: list[list[float | None]] = []
     recs: list[dict[str, object]] = []
     name = metric + ("_complement" if complement else "")
+    ok_runs = runs[runs.status == "ok"] if not runs.empty else runs
+    has = {(c, s) for c, s in zip(ok_runs.checkpoint, ok_runs.ood_dataset)} if not ok_runs.empty else set()
+    own_sets: list[list[str]] = []
     for _, ckpt, det in rows:
         found = [find(runs, checkpoint=ckpt, detector=det, ood_dataset=s) for s in sets]
         vals = [ours_pct(r, metric, complement) for r in found]
-        ok = [v for v, _ in vals if v is not None]
-        mean = sum(ok) / len(ok) if ok and len(ok) == len(sets) else None
-        values.append([v for v, _ in vals] + [mean])
+        by_set = {s: v for s, (v, _) in zip(sets, vals)}
+        row_means = []
+        for _, msets in means:
+            own = [s for s in msets if (ckpt, s) in has or not has]  # no rows at all: every set (nothing shown)
+            got = [by_set.get(s) for s in own]
+            row_means.append(sum(got) / len(got) if got and all(v is not None for v in got) else None)  # type: ignore
+        values.append([v for v, _ in vals] + row_means)
+        own_sets.append([s for s in sets if (ckpt, s) in has or not has])
         for s, r, (v, sd) in zip(sets, found, vals):
             recs.append({"checkpoint": ckpt, "detector": det, "ood": s, "metric": name,
                          "status": "ok" if v is not None else missing, "n_id": r.n_id if v is not None else None,
                          "n_ood": r.n_ood if v is not None else None, "ours": v, "std": sd})
-        recs.append({"checkpoint": ckpt, "detector": det, "ood": "mean", "metric": name,
-                     "status": "ok" if mean is not None else missing, "n_id": None, "n_ood": None, "ours": mean,
-                     "std": None})
+        for (mname, _), mean in zip(means, row_means):
+            recs.append({"checkpoint": ckpt, "detector": det, "ood": mname, "metric": name,
+                         "status": "ok" if mean is not None else missing, "n_id": None, "n_ood": None, "ours": mean,
+                         "std": None})
     pick = min if lower_is_better else max
     best: dict[tuple[str, int], float | None] = {}
     for ckpt in {c for _, c, _ in rows}:
         group = [v for (_, c, _), v in zip(rows, values) if c == ckpt]
-        for j in range(len(sets) + 1):
+        for j in range(len(columns)):
             col = [v[j] for v in group if v[j] is not None]
             best[ckpt, j] = round(pick(col), 1) if len(col) > 1 else None
     out = []
-    for (label, ckpt, det), vals in zip(rows, values):
-        n_ok = sum(v is not None for v in vals[:-1])
-        status = "ok" if n_ok == len(sets) else missing if n_ok == 0 else f"{n_ok} of {len(sets)} sets"
+    for (label, ckpt, det), vals, own in zip(rows, values, own_sets):
+        n_ok = sum(v is not None for s, v in zip(sets, vals) if s in own)
+        status = "ok" if n_ok == len(own) else missing if n_ok == 0 else f"{n_ok} of {len(own)} sets"
         tested = (marks or {}).get(ckpt)
         if tested is not None:
             style = {"best": "**{}**", "tied": "*{}*"}
-            cells = [style.get(tested.get(([*sets, "mean"][j], det), ""), "{}").format(pct_text(v))
+            cells = [style.get(tested.get((columns[j], det), ""), "{}").format(pct_text(v))
                      if v is not None else pct_text(v) for j, v in enumerate(vals)]
         else:
             cells = [f"**{pct_text(v)}**" if v is not None and round(v, 1) == best[ckpt, j] else pct_text(v)
@@ -357,8 +371,37 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
     return out, recs
 
 
-def ood_head(sets: Sequence[str], labels: dict[str, str]) -> list[str]:
-    return [labels.get(s, s) for s in sets] + ["mean"]
+def ood_head(sets: Sequence[str], labels: dict[str, str], means: Sequence[str] = ("mean",)) -> list[str]:
+    return [labels.get(s, s) for s in sets] + list(means)
+
+
+def grid_columns(runs: pd.DataFrame, order: Sequence[str], explicit: bool = False,
+                 mean_columns: Sequence[dict[str, object]] | None = None
+                 ) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
+    """A grid's OOD-set columns over ``runs`` — the sets with an ok row, in ``order`` (others after, sorted; with
+    ``explicit``, only the sets of ``order``) — and its mean columns ``(name, label, sets)``: one per entry
+    ``{name, label, sets}`` of ``mean_columns``, over the shown sets among its ``sets`` (an entry none of whose sets
+    is shown is left out); default one ``mean`` over every shown set."""
+    sets = present_sets(runs, order)
+    if explicit:
+        sets = [s for s in sets if s in order]
+    if not mean_columns:
+        return sets, [("mean", "mean", list(sets))]
+    out = []
+    for m in mean_columns:
+        own = [s for s in sets if s in list(m["sets"])]  # type: ignore[arg-type]
+        if own:
+            out.append((str(m["name"]), str(m.get("label", m["name"])), own))
+    return sets, out
+
+
+def block_columns(block: dict[str, object], runs: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
+    """A grid block's set and mean columns over ``runs`` (its ``sets`` and ``mean_columns``; :func:`grid_columns`):
+    what the engine shows and what :mod:`oodbench.tables.significance` tests."""
+    from oodbench.tables.names import OOD_LABELS
+
+    order = list(block.get("sets") or OOD_LABELS)  # type: ignore[call-overload]
+    return grid_columns(runs, order, bool(block.get("sets")), block.get("mean_columns"))  # type: ignore[arg-type]
 
 
 def present_sets(runs: pd.DataFrame, order: Sequence[str]) -> list[str]:

@@ -36,7 +36,10 @@ CHECKPOINT_ID = {"odin_densenet10": "cifar10", "odin_densenet100": "cifar100", "
 # Our OOD set names as the tables print them, in a fixed column order.
 OOD_LABELS = {"isun": "iSUN", "lsun_resize": "LSUN (resize)", "lsun_crop": "LSUN (crop)",
               "tin_resize": "TinyImageNet (resize)", "tin_crop": "TinyImageNet (crop)", "svhn": "SVHN",
-              "places365": "Places365", "textures": "Textures", "gaussian": "Gaussian", "uniform": "Uniform"}
+              "places365": "Places365", "textures": "Textures", "gaussian": "Gaussian", "uniform": "Uniform",
+              # near-OOD (OpenOOD v1.5's CIFAR benchmark); tin_near_*: stand-ins for its TIN lists (conf/ood/)
+              "cifar100": "CIFAR-100", "cifar10": "CIFAR-10", "tin_near_c10": "TIN (near, stand-in)",
+              "tin_near_c100": "TIN (near, stand-in)"}
 
 # Metric columns of the paper CSVs (percent) → oodbench result columns (fractions).
 METRICS = {

@@ -94,8 +94,12 @@ def _replicates(rows: pd.DataFrame, dets: list[str], sets: list[str], cache: Pat
 
 
 def checkpoint_records(rows: pd.DataFrame, ckpt: str, dets: list[str], sets: list[str],
-                       metrics: list[tuple[str, bool]], cache: Path | None) -> list[dict[str, Any]]:
-    """The tests of one checkpoint's grid: per metric (name, lower is better) and column."""
+                       metrics: list[tuple[str, bool]], cache: Path | None,
+                       means: list[tuple[str, list[str]]] | None = None) -> list[dict[str, Any]]:
+    """The tests of one checkpoint's grid: per metric (name, lower is better) and column — each of ``sets``, then each
+    mean column ``(name, its sets)`` of ``means`` (default one ``mean`` over ``sets``)."""
+    means = [(MEAN, list(sets))] if means is None else means
+    mean_sets = dict(means)
     ok = rows[(rows.checkpoint == ckpt) & (rows.status == "ok") & rows.detector.isin(dets)]
     dets = [d for d in dets if (ok.detector == d).any()]
     if len(dets) < 2:
@@ -104,8 +108,8 @@ def checkpoint_records(rows: pd.DataFrame, ckpt: str, dets: list[str], sets: lis
     tag = digest(ok)
     out = []
     for metric, lower in metrics:
-        for col in [*sets, MEAN]:
-            cols = sets if col == MEAN else [col]
+        for col in [*sets, *mean_sets]:
+            cols = mean_sets[col] if col in mean_sets else [col]
             value, sd = {}, {}
             for d in dets:
                 found = [layout.find(ok, detector=d, ood_dataset=s) for s in cols]
@@ -148,7 +152,6 @@ def refresh(name: str, spec: dict[str, Any], rows: pd.DataFrame, results: Path, 
         return None
     target = path(results, name)
     stored = pd.read_csv(target) if target.is_file() else pd.DataFrame()
-    sets = layout.present_sets(rows, [])
     recs, kept, redone = [], 0, 0
     for block in grids:
         dets = _detectors(block, rows)
@@ -160,7 +163,9 @@ def refresh(name: str, spec: dict[str, Any], rows: pd.DataFrame, results: Path, 
                 recs += old.to_dict("records")
                 kept += 1
             elif not ok.empty:
-                recs += checkpoint_records(rows, ckpt, dets, sets, _metrics(block), cache)
+                sets, means = layout.block_columns(block, rows[rows.checkpoint == ckpt])  # the columns the grid shows
+                recs += checkpoint_records(rows, ckpt, dets, sets, _metrics(block), cache,
+                                           [(n, ms) for n, _, ms in means])
                 redone += 1
     if redone:
         target.parent.mkdir(parents=True, exist_ok=True)

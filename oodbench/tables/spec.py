@@ -21,7 +21,8 @@ BLOCKS: dict[str, tuple[set[str], set[str]]] = {
     "python": ({"hook"}, set()),  # the hook defines the rest
 }
 GRID_METRIC = ({"ours", "heading"}, {"lower_is_better", "complement", "name"})
-COMPARE_METRIC = (set(), {"label", "ours", "complement", "published", "std"})
+GRID_MEAN = ({"name", "sets"}, {"label"})  # a grid's mean column over some of its sets (e.g. far / near OOD)
+COMPARE_METRIC = (set(), {"label", "ours", "complement", "published", "std"})  # ours / published null: one side only
 PUBLISHED = ({"csv"}, {"where"})
 MEAN_OVER = ({"column", "values"}, {"require", "when"})
 
@@ -55,6 +56,8 @@ def validate(spec: dict[str, Any], name: str) -> dict[str, Any]:
         if kind == "grid":
             for j, m in enumerate(block["metrics"]):
                 _check(m, GRID_METRIC, f"{at}.metrics[{j}]")
+            for j, m in enumerate(block.get("mean_columns") or []):
+                _check(m, GRID_MEAN, f"{at}.mean_columns[{j}]")
         if kind == "compare":
             for m, v in block["metrics"].items():
                 if isinstance(v, dict):
