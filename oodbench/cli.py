@@ -105,9 +105,21 @@ def _one_line(text: str) -> str:
     return f"{first} {detail}".strip()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a SLURM time limit or preemption, ``kill``): unwound like Ctrl-C, so temp files and locks go."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def entry(argv: list[str] | None = None) -> None:
     """The ``oodbench`` console script, ``python -m oodbench`` and ``run.py``."""
+    import signal
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     if argv[:1] == ["tables"]:
         from oodbench.tables.build import main as tables
 
@@ -117,10 +129,12 @@ def entry(argv: list[str] | None = None) -> None:
     sys.stderr = _HydraErrors(sys.stderr)
     try:
         _app()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         _release_stderr()
-        print(f"oodbench: {INTERRUPTED}", file=sys.stderr)
-        raise SystemExit(130) from None
+        term = isinstance(stop, _Terminated)
+        print(f"oodbench: {'terminated (SIGTERM)' if term else INTERRUPTED.split(';')[0]};"
+              f"{INTERRUPTED.split(';', 1)[1]}", file=sys.stderr)
+        raise SystemExit(143 if term else 130) from None
     except SystemExit as done:
         held = sys.stderr.getvalue() if isinstance(sys.stderr, _HydraErrors) else None
         sys.stderr = sys.stderr.real if isinstance(sys.stderr, _HydraErrors) else sys.stderr

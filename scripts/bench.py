@@ -127,7 +127,7 @@ def product_section(args: argparse.Namespace, tmp: Path) -> list[str]:
              "pytorch-ood, natural": _peer(args, tmp, "natural"), "pytorch-ood, one shared pass": _peer(args, tmp,
                                                                                                        "careful")}
     got: dict[str, list[dict[str, Any]]] = {k: [] for k in sides}
-    for r in range(args.rounds):
+    for r in range(args.heavy_rounds):
         for name, fn in sides.items():
             res = fn()
             got[name].append(res)
@@ -140,7 +140,7 @@ def product_section(args: argparse.Namespace, tmp: Path) -> list[str]:
              f"ID {n_id} CIFAR-10 test images (every exact-subset image) + {', '.join(args.sets.split(','))} "
              f"({args.n_ood} each, the default protocol's seeded subsample), fit on the {n_fit}-image exact training "
              f"subset; 8 detectors ({', '.join(EIGHT)}) on `dice_densenet_cifar10`; each side a fresh process from an "
-             f"empty cache; {args.rounds} interleaved rounds; seconds min / median.", "",
+             f"empty cache; {args.heavy_rounds} interleaved rounds; seconds min / median.", "",
              f"Images through the network: oodbench {ours_images} (one pass per set), pytorch-ood as written "
              f"{peer_images} (every detector its own pass over the {test} test images, the five that fit one more "
              f"over the {n_fit} fit images) → **forward-count ceiling {ceiling:.2f}×**.", "",
@@ -244,7 +244,7 @@ def table_section(args: argparse.Namespace, tmp: Path) -> list[str]:
         n_fit += bool(det.needs_fit) or d == "dice"  # DICE's published mean: no fit, but ours stays conservative
     ceiling = (len(configs) * test + n_fit * fit) / (test + fit)
     got: dict[str, list[float]] = {"one pass (oodbench API)": [], "a pass per configuration": []}
-    for r in range(args.rounds):
+    for r in range(args.heavy_rounds):
         for name, code in (("one pass (oodbench API)", one_pass), ("a pass per configuration", per_config)):
             cache = Path(tempfile.mkdtemp(dir=tmp))
             wall, cpu, _ = timed([PY, "-c", code], {"OODBENCH_CACHE": str(cache)})
@@ -257,7 +257,7 @@ def table_section(args: argparse.Namespace, tmp: Path) -> list[str]:
             f"{len(configs)} detector configurations of the post-hoc page ({', '.join(configs)}; ODIN is left out: it "
             f"runs the network on either side); {args.table_n} ID + {args.table_n} images of each of "
             f"{args.table_sets} scored, {fit} fit images; `dice_densenet_cifar10`; each side one process from an "
-            f"empty cache; {args.rounds} interleaved rounds. Forward-count ceiling {ceiling:.1f}× ({n_fit} "
+            f"empty cache; {args.heavy_rounds} interleaved rounds. Forward-count ceiling {ceiling:.1f}× ({n_fit} "
             "configurations counted as fitting).", "",
             "| side | wall s (min / median) |", "|---|---|", *(f"| {k} | {stats(v)} |" for k, v in got.items()), "",
             f"- **{ratio:.1f}×** (min / min), {ratio / ceiling:.2f} of the ceiling.", ""]
@@ -468,6 +468,9 @@ def _run_mode(f: Callable[[Any], Any], x: Any, bs: int) -> Any:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--heavy-rounds", type=int, default=None,
+                    help="rounds of sections 1 and 3 (the peer's natural side alone takes ~18 min a round on 2 cores); "
+                         "default --rounds")
     ap.add_argument("--sets", default="isun,lsun_resize")
     ap.add_argument("--n-ood", type=int, default=1000)
     ap.add_argument("--odin-n", type=int, default=300)
@@ -480,6 +483,7 @@ def main() -> None:
     ap.add_argument("--sections", default="product,odin,table,fixed,forward")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench.md")
     args = ap.parse_args()
+    args.heavy_rounds = args.heavy_rounds or args.rounds
     import torch
 
     from oodbench.runner.provenance import git_commit

@@ -125,6 +125,9 @@ def test_bad_api_arguments_are_one_line(api_env):
         assert fragment in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(OodbenchError, match="unknown model 'resnet9000'"):
         oodbench.evaluate("resnet9000")
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10), torch.nn.Flatten(0))
+    with pytest.raises(OodbenchError, match=r"the model maps a batch of \d+ images to \(\d+,\); oodbench needs logits"):
+        oodbench.evaluate(flat, id="cifar10", detectors=["msp"], ood=["gaussian"], **SMALL)
 
 
 def test_results_plot_and_the_cli_figures(api_env, tmp_path):

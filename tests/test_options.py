@@ -187,10 +187,13 @@ def test_train_cli_bad_option_is_one_line(tmp_path: Path) -> None:
     assert line == "oodbench: error: lr='abc' is not allowed; use a number >= 0"
 
 
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"),
+                                            (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_ctrl_c_is_one_line_exit_130_and_leaves_no_lock_or_temp(tmp_path: Path, shared_data: Path,
-                                                                 shared_weights: Path) -> None:
-    """SIGINT during the forward pass: ``interrupted; finished cells are kept, ...``, exit 130, no traceback, and the
-    cache holds no lock or temp file."""
+                                                                 shared_weights: Path, sig: int, code: int,
+                                                                 word: str) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM (a SLURM time limit, ``kill``) during the forward pass: ``interrupted; finished
+    cells are kept, ...``, exit 130 (143), no traceback, and the cache holds no lock or temp file."""
     cache = tmp_path / "cache"
     env = {**os.environ, "OODBENCH_CACHE": str(cache), "OODBENCH_DATA": str(shared_data),
            "OODBENCH_WEIGHTS": str(shared_weights)}
@@ -201,9 +204,9 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_no_lock_or_temp(tmp_path: Path, 
     while time.time() < deadline and not list(cache.glob("representations/*/*.lock")):
         time.sleep(0.2)  # the first forward pass holds its cache lock
     assert list(cache.glob("representations/*/*.lock")), "the run never started a forward pass"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1] == ("oodbench: interrupted; finished cells are kept, rerun the same command "
+    assert proc.returncode == code, err[-2000:]
+    assert err.strip().splitlines()[-1] == (f"oodbench: {word}; finished cells are kept, rerun the same command "
                                             "to continue") and "Traceback" not in err
     assert not [p for p in cache.rglob("*") if p.name.endswith((".lock", ".tmp"))]

@@ -69,6 +69,14 @@ class ModuleClassifier(nn.Module):
 
     def _run(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(features, logits) of one forward pass."""
+        feats, logits = self._run_raw(x)
+        if not isinstance(logits, Tensor) or logits.ndim != 2 or len(logits) != len(x):
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise CheckpointError(f"the model maps a batch of {len(x)} images to {shape}; oodbench needs logits of "
+                                  f"shape ({len(x)}, classes)")
+        return feats, logits
+
+    def _run_raw(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.mean is not None:
             x = (x - self.mean) / self.std
         if self._fn is not None:
@@ -94,6 +102,8 @@ class ModuleClassifier(nn.Module):
             with torch.no_grad():
                 f, logits = self._run(x)
                 return bool(torch.allclose(self._layer(f), logits, rtol=1e-4, atol=1e-5))  # type: ignore[misc]
+        except CheckpointError:
+            raise
         except Exception:  # noqa: BLE001 — e.g. another input size: decided on the first real batch instead
             return True
 

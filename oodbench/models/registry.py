@@ -237,7 +237,8 @@ def load_classifier(spec: CheckpointSpec | str | None, weights_dir: Path | None 
     file = Path(path) if path is not None else root / known.filename  # type: ignore[union-attr]
     name = known.name if known else (spec if isinstance(spec, str) else file.stem)
     if not file.is_file() and known is None:
-        raise CheckpointError(f"checkpoint {name} not found at {file}; check the path")
+        what = "is not a regular file" if file.exists() else "not found"
+        raise CheckpointError(f"checkpoint file {file} {what}; check the path")
     if not file.is_file() and known.make:
         raise CheckpointError(f"checkpoint {name} not found at {file} nor at {TRAINED_DIR / file.name}; it is made "
                               f"by: {known.make} (weights/trained/README.md)")
