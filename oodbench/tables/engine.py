@@ -205,6 +205,17 @@ def _section(block: dict[str, Any]) -> list[str]:
     return out + ([block["intro"], ""] if block.get("intro") else [])
 
 
+def _grid_reasons(block: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """``not_run: [{checkpoints: [...], detectors: [...], reason: ...}]`` → ``{(checkpoint, detector): "not run:
+    reason"}``: rows that cannot run here say why instead of "not run yet"."""
+    out = {}
+    for rule in block.get("not_run") or []:
+        for c in rule["checkpoints"]:
+            for d in rule["detectors"]:
+                out[c, d] = f"not run: {rule['reason']}"
+    return out
+
+
 def grid_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[str]]:
     """Ours only: ``checkpoints`` × ``detectors`` rows, one column per OOD set present (``sets``: only these, in this
     order), then the mean columns (``mean_columns``: ``[{name, label, sets}]``, e.g. a far-OOD and a near-OOD mean;
@@ -236,7 +247,7 @@ def grid_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[st
                     for c, t in tested.items()}
             md, recs = layout.grid(rows, table_rows, sets, m["ours"], bool(m.get("complement")),
                                    bool(m.get("lower_is_better")), missing=ctx.missing, marks=mine,
-                                   means=[(n, ms) for n, _, ms in means])
+                                   means=[(n, ms) for n, _, ms in means], reasons=_grid_reasons(block))
             recs = [{**(block.get("extra_keys") or {}), **r} for r in recs]
             if m.get("name"):
                 recs = [{**r, "metric": m["name"]} for r in recs]

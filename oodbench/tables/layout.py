@@ -310,7 +310,8 @@ def training_log_facts(training_dir: Path | None) -> list[str]:
 def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequence[str], metric: str,
          complement: bool = False, lower_is_better: bool = False, missing: str = "not run yet",
          marks: dict[str, dict[tuple[str, str], str]] | None = None,
-         means: Sequence[tuple[str, Sequence[str]]] | None = None) -> tuple[list[list[str]], list[dict[str, object]]]:
+         means: Sequence[tuple[str, Sequence[str]]] | None = None,
+         reasons: dict[tuple[str, str], str] | None = None) -> tuple[list[list[str]], list[dict[str, object]]]:
     """Our numbers only: one table row per ``(label, checkpoint, detector)``, one column per OOD set, then the mean
     columns ``means`` (``(name, sets)``; default one ``mean`` over ``sets``), in percent. A row's mean covers the
     column's sets that its checkpoint has any ok row for (a near-OOD mean: CIFAR-100 for a CIFAR-10 network, CIFAR-10
@@ -319,8 +320,11 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
     | "tied" | ""}}``, column = set or mean name, from :mod:`oodbench.tables.significance`), the significantly best
     cell in bold and the cells tied for best in italics.
 
+    ``reasons``: ``{(checkpoint, detector): "not run: why"}`` replaces ``missing`` for rows that cannot run.
+
     Returns the Markdown rows (label, sets…, means…, status) and long-form records.
     """
+    default_missing = missing
     means = [("mean", list(sets))] if means is None else [(n, list(ms)) for n, ms in means]
     columns = [*sets, *(n for n, _ in means)]
     values: list[list[float | None]] = []
@@ -330,6 +334,7 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
     has = {(c, s) for c, s in zip(ok_runs.checkpoint, ok_runs.ood_dataset)} if not ok_runs.empty else set()
     own_sets: list[list[str]] = []
     for _, ckpt, det in rows:
+        missing = (reasons or {}).get((ckpt, det), default_missing)
         found = [find(runs, checkpoint=ckpt, detector=det, ood_dataset=s) for s in sets]
         vals = [ours_pct(r, metric, complement) for r in found]
         by_set = {s: v for s, (v, _) in zip(sets, vals)}
@@ -357,6 +362,7 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
             best[ckpt, j] = round(pick(col), 1) if len(col) > 1 else None
     out = []
     for (label, ckpt, det), vals, own in zip(rows, values, own_sets):
+        missing = (reasons or {}).get((ckpt, det), default_missing)
         n_ok = sum(v is not None for s, v in zip(sets, vals) if s in own)
         status = "ok" if n_ok == len(own) else missing if n_ok == 0 else f"{n_ok} of {len(own)} sets"
         tested = (marks or {}).get(ckpt)

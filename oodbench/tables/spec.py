@@ -15,12 +15,13 @@ BLOCKS: dict[str, tuple[set[str], set[str]]] = {
                                      "missing_none", "not_run", "published", "rows", "show", "status_label"}),
     "grid": ({"checkpoints", "detectors", "metrics"}, {"checkpoint_labels", "extra_keys", "intro", "heading",
                                                        "more_detectors", "per_checkpoint", "row_head", "row_label",
-                                                       "show_params", "significance", "sets", "mean_columns"}),
+                                                       "show_params", "significance", "sets", "mean_columns", "not_run"}),
     "stored_rows": ({"methods"}, {"heading"}),
     "versus": ({"checkpoints", "detectors", "metric", "reference", "sets"}, {"heading", "intro", "lower_is_better"}),
     "python": ({"hook"}, set()),  # the hook defines the rest
 }
 GRID_METRIC = ({"ours", "heading"}, {"lower_is_better", "complement", "name"})
+GRID_NOT_RUN = ({"checkpoints", "detectors", "reason"}, set())  # grid rows that cannot run here, and why
 GRID_MEAN = ({"name", "sets"}, {"label"})  # a grid's mean column over some of its sets (e.g. far / near OOD)
 COMPARE_METRIC = (set(), {"label", "ours", "complement", "published", "std"})  # ours / published null: one side only
 PUBLISHED = ({"csv"}, {"where"})
@@ -58,6 +59,8 @@ def validate(spec: dict[str, Any], name: str) -> dict[str, Any]:
                 _check(m, GRID_METRIC, f"{at}.metrics[{j}]")
             for j, m in enumerate(block.get("mean_columns") or []):
                 _check(m, GRID_MEAN, f"{at}.mean_columns[{j}]")
+            for j, m in enumerate(block.get("not_run") or []):
+                _check(m, GRID_NOT_RUN, f"{at}.not_run[{j}]")
         if kind == "compare":
             for m, v in block["metrics"].items():
                 if isinstance(v, dict):
