@@ -65,8 +65,9 @@ def test_the_posthoc_spec_names_the_stored_rows() -> None:
     assert stored <= names and len(cells) == 208
 
 
-def test_run_py_paper_sweeps_the_spec_cells(tmp_path: Path) -> None:
-    """``python run.py +paper=odin_table2`` launches the 4 cells (stored: nothing recomputed)."""
+def test_run_py_paper_sweeps_the_spec_cells(tmp_path: Path, shared_weights: Path) -> None:
+    """``python run.py +paper=odin_table2`` launches the 4 cells (stored: nothing recomputed; serving a stored row
+    checks the checkpoint's sha256, so the published weights must be there)."""
     out = subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), "+paper=odin_table2",
                           f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
