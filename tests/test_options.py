@@ -199,7 +199,10 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_no_lock_or_temp(tmp_path: Path, 
            "OODBENCH_WEIGHTS": str(shared_weights)}
     proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "run.py"), "detector=msp", "ood=[gaussian]",
                              "protocol.max_ood=2000", "cache=true", f"hydra.run.dir={tmp_path / 'out'}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT,
+                            # a test runner started in the background (`cmd &`) ignores SIGINT, and its children inherit
+                            # that; give the child Python's usual Ctrl-C, as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not list(cache.glob("representations/*/*.lock")):
         time.sleep(0.2)  # the first forward pass holds its cache lock
