@@ -15,8 +15,9 @@ the Hugging Face cache, offline), or any ``nn.Module`` returning logits — feat
 [0, 1] unless ``normalize=(mean, std)``. An in-memory model is identified by the sha256 of its parameters, so a changed
 weight is never served from the cache.
 
-Data: a built-in set name (``oodbench/conf/id``, ``oodbench/conf/ood``), or your own — a ``torch.Tensor`` (N, 3, H, W) of pixels,
-an ``(images, labels)`` pair, a ``Dataset`` / ``DataLoader`` yielding images or ``(image, label)``, or an
+Data: a built-in set name (``oodbench/conf/id``, ``oodbench/conf/ood``), or your own — a ``torch.Tensor``
+(N, 3, H, W) of pixels, an ``(images, labels)`` pair, a ``Dataset`` / ``DataLoader`` yielding images or
+``(image, label)``, or an
 :class:`~oodbench.data.base.ImageSet`. ``fit``: the labelled ID training data detectors that fit need (default: the
 built-in ID set's train split).
 """
@@ -250,7 +251,7 @@ def evaluate(model: Any, id: Any = "cifar10", detectors: Iterable[DetectorArg] =
              device: str = "auto", batch_size: int = 128, num_workers: int | str = "auto", cache: bool = True,
              id_name: str | None = None, **protocol_overrides: Any) -> Results:
     """Score every detector on every OOD set against the ID set with one forward pass per (model, set) — the engine
-    ``run.py`` runs (module docstring for the arguments). ``protocol``: a name (``oodbench/conf/protocol``) or a mapping;
+    ``run.py`` runs (module docstring for the arguments). ``protocol``: a name (``conf/protocol``) or a mapping;
     keyword arguments override its fields (e.g. ``max_ood=500``, ``bootstrap=0``)."""
     id_label = id_name or (id if isinstance(id, str) else "id")
     p = OmegaConf.create(OmegaConf.to_container(group_node("protocol", protocol), resolve=True)

@@ -26,7 +26,8 @@ from oodbench.paths import CONFIG_DIR, absolute, set_start_dir, start_dir
 
 GROUPS = ("id", "arch", "detector", "protocol", "ood", "paper", "paths")
 PCT = ["fpr95", "auroc", "aupr_in", "aupr_out", "detection_error"]
-INTERRUPTED = "interrupted; finished cells are kept, rerun the same command to continue"
+KEPT = "finished cells are kept, rerun the same command to continue"
+INTERRUPTED = f"interrupted; {KEPT}"
 log = logging.getLogger("oodbench")
 
 
@@ -132,8 +133,7 @@ def entry(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as stop:
         _release_stderr()
         term = isinstance(stop, _Terminated)
-        print(f"oodbench: {'terminated (SIGTERM)' if term else INTERRUPTED.split(';')[0]};"
-              f"{INTERRUPTED.split(';', 1)[1]}", file=sys.stderr)
+        print(f"oodbench: {f'terminated (SIGTERM); {KEPT}' if term else INTERRUPTED}", file=sys.stderr)
         raise SystemExit(143 if term else 130) from None
     except SystemExit as done:
         held = sys.stderr.getvalue() if isinstance(sys.stderr, _HydraErrors) else None

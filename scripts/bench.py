@@ -421,7 +421,8 @@ def forward_section(args: argparse.Namespace) -> list[str]:
             "ResNet-50, 224 px": (resnet.eval(), torch.rand(args.fwd_n_resnet, 3, 224, 224), 16)}
     today = "no_grad, loader batch (today)"
     lines = ["## 5. The forward: modes that might be faster", "",
-             f"Today's batches reach the network {'NHWC-strided (channels-last memory, NCHW shape)' if nhwc else 'NCHW-contiguous'}: "
+             "Today's batches reach the network "
+             f"{'NHWC-strided (channels-last memory, NCHW shape)' if nhwc else 'NCHW-contiguous'}: "
              "`oodbench.data.base.to_tensor` permutes (N, H, W, 3) pixels without a copy, and `.float()` keeps the "
              "strides; the network's weights are NCHW-contiguous. "
              f"{args.fwd_n} (DenseNet) and {args.fwd_n_resnet} (ResNet-50, random weights) random images, "
@@ -516,12 +517,14 @@ def main() -> None:
     from oodbench.runner.provenance import git_commit
 
     t0 = time.perf_counter()
+    commit = git_commit()
+    commit = commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
     head = [f"# oodbench benchmark: the product path — {torch.get_num_threads()} CPU threads", "",
-            f"Command: `python scripts/bench.py {' '.join(sys.argv[1:])}` (git {git_commit()[:12]}{'+dirty' if '+dirty' in git_commit() else ''}, torch "
+            f"Command: `python scripts/bench.py {' '.join(sys.argv[1:])}` (git {commit}, torch "
             f"{torch.__version__}; data and weights from `{resolve('data')}` / `{resolve('weights')}`). Every number "
             f"was measured in this run; the raw rows are in `{args.out.with_suffix('.csv').name}` "
-            "(`tests/test_bench_record.py` recounts the headline ratios of `bench.csv`). The earlier in-process core benchmark is `bench_core.md` "
-            "(`scripts/bench_core.py`).", ""]
+            "(`tests/test_bench_record.py` recounts the headline ratios of `bench.csv`). The earlier in-process core "
+            "benchmark is `bench_core.md` (`scripts/bench_core.py`).", ""]
     body: list[str] = []
     with tempfile.TemporaryDirectory(prefix="oodbench-bench-") as tmp_dir:
         tmp = Path(tmp_dir)

@@ -26,7 +26,7 @@ class NNGuide(FeatureDetector):
     """Nearest-neighbour guidance, NNGuide (Park, Jung & Teoh, ICCV 2023): bank B = {E(z) · f̂(z)} over ID-train
     images z, E = logsumexp of the logits (energy, the classifier's confidence); guidance G(x) = mean of the k
     largest inner products f̂(x) · B_i; score S(x) = G(x) · E(x). Exact form: roomo7time/nnguide
-    ood_detectors/nnguide.py (``knn_k`` default 10 there and in oodbench/conf/detector/nnguide.yaml; features normalized in
+    ood_detectors/nnguide.py (``knn_k`` default 10 there and in conf/detector/nnguide.yaml; features normalized in
     model_engines/assets.py, logits from the raw features). ``bank_fraction`` < 1 keeps a seeded random subset of
     the fit images (the official code banks 1 % of ImageNet train: dataloaders/factory.py ``bankset_ratio=0.01``)."""
 

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"no paper spec {', '.join(unknown)} in {args.configs / 'paper'}; choose from: {', '.join(specs)}")
     results = resolve("results", args.results)
     if not results.is_dir():
-        fail(f"results dir {results} {'is not a directory' if results.exists() else 'does not exist'}; give --results (or OODBENCH_RESULTS) a directory holding "
+        what = "is not a directory" if results.exists() else "does not exist"
+        fail(f"results dir {results} {what}; give --results (or OODBENCH_RESULTS) a directory holding "
              "runs/ and paper/")
     out, cache, pages = results / "tables", resolve("cache"), {}
     for name in specs:

@@ -1,4 +1,5 @@
-"""One engine for every paper page: a spec (``oodbench/conf/paper/<name>.yaml``, key ``paper:``) → long-form CSV + Markdown.
+"""One engine for every paper page: a spec (``oodbench/conf/paper/<name>.yaml``, key ``paper:``) → long-form CSV +
+Markdown.
 
 A spec declares its cells (the sweep ``python run.py +paper=<name>`` runs), the published numbers (CSVs under
 ``results/paper/`` with a row filter), how a published row maps onto our rows, the metrics compared, any
@@ -229,6 +230,7 @@ def grid_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[st
         dets = {**dets, **{d: d for d in sorted(set(rows.detector) - set(dets))}}
     groups = [[c] for c in block["checkpoints"]] if block.get("per_checkpoint") else [list(block["checkpoints"])]
     long, lines = [], []
+    reasons = _grid_reasons(block)
     for group in groups:
         sets, means = layout.block_columns(block, rows[rows.checkpoint.isin(group)] if not rows.empty else rows)
         table_rows = [(_grid_label(block, ckpt_labels, c, d, label, rows), c, d) for c in group
@@ -247,7 +249,7 @@ def grid_block(block: dict[str, Any], ctx: Context) -> tuple[list[dict], list[st
                     for c, t in tested.items()}
             md, recs = layout.grid(rows, table_rows, sets, m["ours"], bool(m.get("complement")),
                                    bool(m.get("lower_is_better")), missing=ctx.missing, marks=mine,
-                                   means=[(n, ms) for n, _, ms in means], reasons=_grid_reasons(block))
+                                   means=[(n, ms) for n, _, ms in means], reasons=reasons)
             recs = [{**(block.get("extra_keys") or {}), **r} for r in recs]
             if m.get("name"):
                 recs = [{**r, "metric": m["name"]} for r in recs]

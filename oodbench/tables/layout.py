@@ -324,7 +324,7 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
 
     Returns the Markdown rows (label, sets…, means…, status) and long-form records.
     """
-    default_missing = missing
+    row_missing = [(reasons or {}).get((c, d), missing) for _, c, d in rows]
     means = [("mean", list(sets))] if means is None else [(n, list(ms)) for n, ms in means]
     columns = [*sets, *(n for n, _ in means)]
     values: list[list[float | None]] = []
@@ -333,8 +333,7 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
     ok_runs = runs[runs.status == "ok"] if not runs.empty else runs
     has = {(c, s) for c, s in zip(ok_runs.checkpoint, ok_runs.ood_dataset)} if not ok_runs.empty else set()
     own_sets: list[list[str]] = []
-    for _, ckpt, det in rows:
-        missing = (reasons or {}).get((ckpt, det), default_missing)
+    for (_, ckpt, det), miss in zip(rows, row_missing):
         found = [find(runs, checkpoint=ckpt, detector=det, ood_dataset=s) for s in sets]
         vals = [ours_pct(r, metric, complement) for r in found]
         by_set = {s: v for s, (v, _) in zip(sets, vals)}
@@ -347,11 +346,11 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
         own_sets.append([s for s in sets if (ckpt, s) in has or not has])
         for s, r, (v, sd) in zip(sets, found, vals):
             recs.append({"checkpoint": ckpt, "detector": det, "ood": s, "metric": name,
-                         "status": "ok" if v is not None else missing, "n_id": r.n_id if v is not None else None,
+                         "status": "ok" if v is not None else miss, "n_id": r.n_id if v is not None else None,
                          "n_ood": r.n_ood if v is not None else None, "ours": v, "std": sd})
         for (mname, _), mean in zip(means, row_means):
             recs.append({"checkpoint": ckpt, "detector": det, "ood": mname, "metric": name,
-                         "status": "ok" if mean is not None else missing, "n_id": None, "n_ood": None, "ours": mean,
+                         "status": "ok" if mean is not None else miss, "n_id": None, "n_ood": None, "ours": mean,
                          "std": None})
     pick = min if lower_is_better else max
     best: dict[tuple[str, int], float | None] = {}
@@ -361,10 +360,9 @@ def grid(runs: pd.DataFrame, rows: Sequence[tuple[str, str, str]], sets: Sequenc
             col = [v[j] for v in group if v[j] is not None]
             best[ckpt, j] = round(pick(col), 1) if len(col) > 1 else None
     out = []
-    for (label, ckpt, det), vals, own in zip(rows, values, own_sets):
-        missing = (reasons or {}).get((ckpt, det), default_missing)
+    for (label, ckpt, det), vals, own, miss in zip(rows, values, own_sets, row_missing):
         n_ok = sum(v is not None for s, v in zip(sets, vals) if s in own)
-        status = "ok" if n_ok == len(own) else missing if n_ok == 0 else f"{n_ok} of {len(own)} sets"
+        status = "ok" if n_ok == len(own) else miss if n_ok == 0 else f"{n_ok} of {len(own)} sets"
         tested = (marks or {}).get(ckpt)
         if tested is not None:
             style = {"best": "**{}**", "tied": "*{}*"}

@@ -15,7 +15,8 @@ BLOCKS: dict[str, tuple[set[str], set[str]]] = {
                                      "missing_none", "not_run", "published", "rows", "show", "status_label"}),
     "grid": ({"checkpoints", "detectors", "metrics"}, {"checkpoint_labels", "extra_keys", "intro", "heading",
                                                        "more_detectors", "per_checkpoint", "row_head", "row_label",
-                                                       "show_params", "significance", "sets", "mean_columns", "not_run"}),
+                                                       "show_params", "significance", "sets", "mean_columns",
+                                                       "not_run"}),
     "stored_rows": ({"methods"}, {"heading"}),
     "versus": ({"checkpoints", "detectors", "metric", "reference", "sets"}, {"heading", "intro", "lower_is_better"}),
     "python": ({"hook"}, set()),  # the hook defines the rest
