@@ -32,7 +32,7 @@ def test_product_ratios_are_the_measured_times(bench) -> None:
     md, rows = bench
     walls = _walls(rows, "product")
     rounds = {len(v) for v in walls.values()}
-    assert len(walls) == 4 and len(rounds) == 1  # every side measured in every round
+    assert len(walls) == 5 and len(rounds) == 1  # every side measured in every round
     assert f"empty cache; {rounds.pop()} interleaved rounds; seconds min / median." in md  # the page says how many
     peer = min(walls["pytorch-ood, natural"])
     ceiling = float(next(r["ceiling"] for r in rows if r["section"] == "product_summary"))
@@ -57,6 +57,20 @@ def test_fixed_costs_are_the_measured_cpu_seconds(bench) -> None:
     served = [float(r["cpu_s"]) for r in rows if r["section"] == "fixed" and r["name"] == "warm served run"]
     assert len(served) >= 3 and f"**{min(served):.2f} CPU-s**" in md
     per_cell = next(float(r["cpu_s"]) for r in rows if r["name"] == "marginal CPU-s per multirun cell")
-    assert f"**{per_cell:.2f} CPU-s per added cell**" in md
+    own = next(float(r["cpu_s"]) for r in rows if r["name"] == "own scoring CPU-s per cell")
+    beyond = next(float(r["cpu_s"]) for r in rows if r["name"] == "CPU-s per multirun cell beyond its own scoring")
+    assert abs(per_cell - own - beyond) < 2e-3
+    assert f"{per_cell:.2f} CPU-s per added cell" in md and f"**{beyond:.2f} CPU-s per cell beyond its own" in md
     tables = next(float(r["cpu_s"]) for r in rows if r["name"] == "make tables, every page")
     assert f"**{tables:.1f} CPU-s**" in md
+
+
+def test_heap_speedups_are_the_measured_passes(bench) -> None:
+    md, rows = bench
+    heap = {r["name"].split("|")[0]: r for r in rows if r["name"].endswith("|pooled heap vs system heap")}
+    assert set(heap) == {"densenet", "resnet50"}
+    for r in heap.values():  # the pooled heap changes no number
+        assert float(r["max_abs_logit_diff"]) == 0.0
+        assert abs(float(r["images_per_s_pooled"]) / float(r["images_per_s_system"]) - float(r["speedup"])) < 0.01
+    assert (f"**Pooled heap: {float(heap['densenet']['speedup']):.2f}× (DenseNet-BC-100) and "
+            f"{float(heap['resnet50']['speedup']):.2f}× (ResNet-50)**") in md

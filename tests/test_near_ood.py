@@ -54,7 +54,7 @@ def test_tin_near_sets_are_seeded_samples_of_the_outlier_pool(shared_data, tmp_p
     expect = np.sort(np.random.default_rng(0).permutation(34800)[:7793])
     assert (c10.indices == expect).all()
     # the sample spans the pool's 174 classes (no CIFAR-10 class is in the pool)
-    names, _ = listing(archive, sha256_file(archive), "tin-outliers/*/images/*.JPEG", tmp_path, 32)
+    names, _, _ = listing(archive, sha256_file(archive), "tin-outliers/*/images/*.JPEG", tmp_path, 32)
     classes = {names[i].split("/")[1] for i in c10.indices}
     assert len({n.split("/")[1] for n in names}) == 174 and len(classes) == 174
     # another seed: another sample; a bad n: one clear error
@@ -68,7 +68,7 @@ def test_tin_near_pixels_are_openoods_resize_then_center_crop(shared_data, tmp_p
     tvt = pytest.importorskip("torchvision.transforms")
     archive = shared_data / "tinyimagenet" / "tin-outliers.tar.gz"
     s = _load("tin_near_c10", shared_data, tmp_path)
-    names, _ = listing(archive, sha256_file(archive), "tin-outliers/*/images/*.JPEG", tmp_path, 32)
+    names, _, _ = listing(archive, sha256_file(archive), "tin-outliers/*/images/*.JPEG", tmp_path, 32)
     pick = np.array([0, 1, 2500, len(s) - 1])
     got = np.asarray(s.select(pick).images)
     wanted = {names[s.indices[i]] for i in pick}

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,9 +150,42 @@ def _merge(into: dict[str, Any], value: dict[str, Any]) -> None:
             into[k] = copy.deepcopy(v)
 
 
+def _interpolations(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _interpolations(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _interpolations(v)]
+    return [node] if isinstance(node, str) and "${" in node else []
+
+
+def _resolve(tree: dict[str, Any]) -> dict[str, Any]:
+    """``OmegaConf.to_container(OmegaConf.create(tree), resolve=True)``, building OmegaConf nodes only for the
+    top-level keys that hold an interpolation and those its text names (``${id.name}`` → ``id``); the other keys are
+    plain data already. Wrapping a whole run config in nodes was two thirds of ``make tables``. An interpolation
+    that reaches further (a chain into a key not named) fails on the reduced tree and the whole tree is resolved."""
+    from omegaconf import OmegaConf
+
+    holders = [k for k, v in tree.items() if _interpolations(v)]
+    if not holders:
+        return tree
+    texts = " ".join(s for k in holders for s in _interpolations(tree[k]))
+    named = {k for k in tree if re.search(rf"(?<![\w.]){re.escape(str(k))}(?![\w])", texts)}
+    part = {k: tree[k] for k in tree if k in named or k in holders}
+    key = json.dumps(part, sort_keys=True, default=repr)  # the cells of a page share most of these parts
+    if key not in _RESOLVED:
+        try:
+            _RESOLVED[key] = OmegaConf.to_container(OmegaConf.create(part), resolve=True)
+        except Exception:  # noqa: BLE001 — e.g. a chain into a key the text does not name: the whole tree
+            return OmegaConf.to_container(OmegaConf.create(tree), resolve=True)  # type: ignore[return-value]
+    done = copy.deepcopy(_RESOLVED[key])
+    return {k: done[k] if k in done else v for k, v in tree.items()}  # type: ignore[index]
+
+
+_RESOLVED: dict[str, Any] = {}
+
+
 def _compose(config_dir: Path, spec: str, overrides: tuple[str, ...]) -> Cell:
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from omegaconf import OmegaConf
 
     from oodbench.store import config_identity, derive_run_name
 
@@ -171,7 +206,7 @@ def _compose(config_dir: Path, spec: str, overrides: tuple[str, ...]) -> Cell:
                 _set(tree, ov.key_or_group, None, add=True)
             else:
                 _set(tree, ov.key_or_group, ov.value(), add=ov.is_add())
-        resolved = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+        resolved = _resolve(tree)
         return Cell(overrides, str(resolved.get("result_set") or ""), derive_run_name(resolved),
                     identity=config_identity(resolved))
     except Exception as err:  # noqa: BLE001 — as above
