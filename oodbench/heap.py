@@ -7,8 +7,8 @@ half the forward's CPU time was system time. :func:`pooled_heap` turns ``mmap`` 
 duration of a pass (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, …)``), so freed activations are reused
 from the heap, then restores glibc's defaults and gives the memory back (``malloc_trim(0)``).
 
-It changes where bytes live, never what is computed: the scores are bit-identical (``results/bench_forward.md``
-measures both). The cost is a higher peak resident size during the pass (DenseNet-BC-100, batch 128: 2.1 GB
+It changes where bytes live, never what is computed: the scores are bit-identical (``results/bench.md``,
+section 5, measures both). The cost is a higher peak resident size during the pass (DenseNet-BC-100, batch 128: 2.1 GB
 instead of 1.2 GB). ``OODBENCH_HEAP=system`` leaves glibc alone; other C libraries (macOS, musl) are left alone too.
 """
 

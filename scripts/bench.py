@@ -168,8 +168,8 @@ def product_section(args: argparse.Namespace, tmp: Path) -> list[str]:
     lines += ["", "- Above the ceiling: oodbench runs each CPU pass with glibc's heap pooled (`oodbench/heap.py`, "
               "bit-identical scores; section 5), which pytorch-ood does not. The last row gives the careful peer the "
               f"same allocator through glibc's environment ({', '.join(f'{k}={v}' for k, v in POOLED_ENV.items())}): "
-              f"oodbench's API is {min(wall[heap]) / min(wall['oodbench API']):.2f}× its wall time with the allocator "
-              "equal and the forward count equal.",
+              f"it takes {min(wall[heap]) / min(wall['oodbench API']):.2f}× the wall time of oodbench's API, with the "
+              "allocator and the forward count equal.",
               f"- oodbench's two entry points give the same numbers: largest AUROC difference "
               f"{100 * max(diff['oodbench API'].values()):.4f} points over {len(diff['oodbench API'])} cells.",
               f"- against pytorch-ood (natural), AUROC differs by at most {100 * max(same.values()):.2f} points on the "
