@@ -23,6 +23,7 @@ from functools import cache
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's malloc.h
 _DEFAULT_TRIM, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+POOLED_TRIM_THRESHOLD = 2**31 - 1  # bytes of free heap glibc may keep during a pass (no trimming in practice)
 _depth = 0
 
 
@@ -53,7 +54,7 @@ def pooled_heap(on: bool = True) -> Iterator[None]:
         return
     if _depth == 0:
         libc.mallopt(_M_MMAP_MAX, 0)
-        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+        libc.mallopt(_M_TRIM_THRESHOLD, POOLED_TRIM_THRESHOLD)
     _depth += 1
     try:
         yield

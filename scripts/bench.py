@@ -42,6 +42,7 @@ import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
+from oodbench.heap import POOLED_TRIM_THRESHOLD  # noqa: E402
 from oodbench.paths import REPO_ROOT, resolve  # noqa: E402
 
 PY = sys.executable
@@ -106,8 +107,8 @@ def _ours_api(args: argparse.Namespace, tmp: Path) -> Callable[[], dict[str, Any
     return run
 
 
-POOLED_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}  # oodbench.heap's setting, for a
-# whole process through glibc's environment variables (what a pytorch-ood user can set without code)
+# oodbench.heap's setting for a whole process, through glibc's environment (what a pytorch-ood user can set)
+POOLED_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(POOLED_TRIM_THRESHOLD)}
 
 
 def _peer(args: argparse.Namespace, tmp: Path, mode: str, env: dict[str, str] | None = None

@@ -138,7 +138,7 @@ def map_batches(
 ) -> list:
     """Apply ``fn`` to every batch on ``device``; return the per-batch outputs moved to the CPU. ``num_workers``:
     DataLoader decode workers (:func:`iter_batches`); 0 decodes in this process. On the CPU the pass runs in
-    :func:`oodbench.heap.pooled_heap` (bit-identical, ~2.7× faster for DenseNet-BC-100 on 2 CPUs)."""
+    :func:`oodbench.heap.pooled_heap` (bit-identical; 1.95× for DenseNet-BC-100 on 2 CPUs, ``results/bench.md``)."""
     out = []
     total = (len(data) + batch_size - 1) // batch_size
     batches = iter_batches(data, batch_size, num_workers, pin_memory=device.type == "cuda", device=device)

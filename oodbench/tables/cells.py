@@ -162,13 +162,17 @@ def _resolve(tree: dict[str, Any]) -> dict[str, Any]:
     """``OmegaConf.to_container(OmegaConf.create(tree), resolve=True)``, building OmegaConf nodes only for the
     top-level keys that hold an interpolation and those its text names (``${id.name}`` → ``id``); the other keys are
     plain data already. Wrapping a whole run config in nodes was two thirds of ``make tables``. An interpolation
-    that reaches further (a chain into a key not named) fails on the reduced tree and the whole tree is resolved."""
+    that reaches further (a chain into a key not named) fails on the reduced tree and the whole tree is resolved, as
+    is a tree with a relative interpolation. ``tests/test_paper_specs.py`` checks every cell of every spec against a
+    full Hydra compose."""
     from omegaconf import OmegaConf
 
     holders = [k for k, v in tree.items() if _interpolations(v)]
     if not holders:
         return tree
     texts = " ".join(s for k in holders for s in _interpolations(tree[k]))
+    if re.search(r"[{:,]\s*\.", texts):  # a relative interpolation (``${..x}``) names no top-level key
+        return OmegaConf.to_container(OmegaConf.create(tree), resolve=True)  # type: ignore[return-value]
     named = {k for k in tree if re.search(rf"(?<![\w.]){re.escape(str(k))}(?![\w])", texts)}
     part = {k: tree[k] for k in tree if k in named or k in holders}
     key = json.dumps(part, sort_keys=True, default=repr)  # the cells of a page share most of these parts
